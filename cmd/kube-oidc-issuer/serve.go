@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/filesource"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/server"
+)
+
+type serveOptions struct {
+	docs           documents.Config
+	secrets        []string
+	keyFiles       []string
+	kubeconfig     string
+	listen         string
+	internalListen string
+	tlsCertFile    string
+	tlsKeyFile     string
+	logLevel       string
+	logFormat      string
+}
+
+func newServeCommand() *cobra.Command {
+	o := serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve --issuer-url URL (--secret NAMESPACE/NAME | --key-file PATH)...",
+		Short: "Serve the discovery document and JWKS from the cluster's signing key, following its changes",
+		Long: `Serve <issuer path>/.well-known/openid-configuration and <issuer path>/openid/v1/jwks on --listen,
+built from the cluster's service-account signing key. Keys come from Secrets (watched; Cluster API /
+EKS Anywhere, kubeadm, OpenShift and *.pub layouts are detected) and from key files (re-read when
+they change). A source that turns bad keeps its last good keys published; until every source has
+delivered good keys the documents answer 503.
+
+/healthz, /readyz (JSON details) and /metrics are served on --internal-listen.`,
+		Example: `  kube-oidc-issuer serve --issuer-url https://oidc.example.com/cluster-a --secret eksa-system/mycluster-sa
+  kube-oidc-issuer serve --issuer-url https://oidc.example.com --key-file /etc/kubernetes/pki/sa.pub \
+      --tls-cert-file tls.crt --tls-key-file tls.key --listen :8443`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
+			if err != nil {
+				return err
+			}
+			return runServe(cmd.Context(), logger, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.docs.IssuerURL, "issuer-url", "", "the issuer URL, byte for byte kube-apiserver's --service-account-issuer (https, no query, no trailing slash); its path is where the documents are served")
+	f.StringVar(&o.docs.JWKSURI, "jwks-uri", "", "the jwks_uri advertised in the discovery document (default: ISSUER_URL/openid/v1/jwks)")
+	f.DurationVar(&o.docs.MaxAge, "max-age", documents.DefaultMaxAge, "Cache-Control max-age of both documents; relying parties may keep a JWKS this long, so a new key must be published at least this long before it signs")
+	f.BoolVar(&o.docs.JWKS.LegacyEmptyKID, "legacy-empty-kid", false, `also publish every key with "kid": "", for tokens minted before Kubernetes 1.16`)
+	f.StringSliceVar(&o.secrets, "secret", nil, "signing-key Secret NAMESPACE/NAME to watch; repeatable")
+	f.StringSliceVar(&o.keyFiles, "key-file", nil, "PEM key file to publish (e.g. kubeadm's sa.pub), re-read on change; repeatable")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --secret (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&o.listen, "listen", ":8080", "address of the public listener (documents)")
+	f.StringVar(&o.internalListen, "internal-listen", ":8081", "address of the internal listener (/healthz, /readyz, /metrics); keep it off the public network")
+	f.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the public listener with TLS using this certificate chain (PEM), reloaded on change")
+	f.StringVar(&o.tlsKeyFile, "tls-key-file", "", "private key for --tls-cert-file (PEM)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	return cmd
+}
+
+func (o serveOptions) validate() error {
+	if err := o.docs.Validate(); err != nil {
+		return err
+	}
+	if len(o.secrets) == 0 && len(o.keyFiles) == 0 {
+		return errors.New("no key source: give --secret NAMESPACE/NAME and/or --key-file PATH")
+	}
+	for _, s := range o.secrets {
+		if _, _, err := splitSecretRef(s); err != nil {
+			return err
+		}
+	}
+	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	return nil
+}
+
+func splitSecretRef(ref string) (namespace, name string, err error) {
+	ns, n, ok := strings.Cut(ref, "/")
+	if !ok || ns == "" || n == "" || strings.Contains(n, "/") {
+		return "", "", fmt.Errorf("--secret %q: want NAMESPACE/NAME", ref)
+	}
+	return ns, n, nil
+}
+
+// publisher receives every rendered document set; the HTTP server is one, mirror sinks are others.
+type publisher interface {
+	Publish(*documents.Set)
+}
+
+// renderer turns each new key set into documents exactly once and hands them to every publisher.
+type renderer struct {
+	cfg        documents.Config
+	logger     *slog.Logger
+	publishers []publisher
+
+	mu         sync.Mutex
+	generation uint64
+}
+
+func (r *renderer) keySetChanged(set keys.Set) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	docs, err := documents.Render(r.cfg, set, r.generation+1, time.Now())
+	if err != nil {
+		// Only an empty set or a bad configuration fail here; keep what is published.
+		r.logger.Error("rendering documents failed; keeping the published ones", "error", err)
+		return
+	}
+	r.generation++
+	for _, p := range r.publishers {
+		p.Publish(docs)
+	}
+}
+
+func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	info := version.Get()
+	logger.Info("starting", "version", info.Version, "commit", info.Commit, "issuer", o.docs.IssuerURL)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	srv, err := server.New(server.Config{IssuerURL: o.docs.IssuerURL, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	sources, err := buildSources(logger, o, info.UserAgent())
+	if err != nil {
+		return err
+	}
+	r := &renderer{cfg: o.docs, logger: logger, publishers: []publisher{srv}}
+	collector, err := keys.NewCollector(logger, r.keySetChanged, sources...)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(server.NewSourceStatusCollector(collector.Status))
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return collector.Run(ctx) })
+
+	var publicTLS *server.CertReloader // nil: plain HTTP behind an ingress
+	if o.tlsCertFile != "" {
+		publicTLS, err = server.NewCertReloader(o.tlsCertFile, o.tlsKeyFile, logger)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return publicTLS.Run(ctx) })
+	}
+	internal := srv.InternalHandler(reg, server.ReadinessCheck{
+		Name: "keys",
+		Check: func() (bool, any) {
+			st := collector.Status()
+			for _, s := range st {
+				if !s.Ready {
+					return false, st
+				}
+			}
+			return true, st
+		},
+	})
+	g.Go(func() error {
+		return server.Serve(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"))
+	})
+	g.Go(func() error {
+		return server.Serve(ctx, o.internalListen, internal, nil, logger.With("listener", "internal"))
+	})
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func buildSources(logger *slog.Logger, o serveOptions, userAgent string) ([]keys.Source, error) {
+	var sources []keys.Source
+	if len(o.secrets) > 0 {
+		cfg, err := kubeConfig(o.kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		cfg.UserAgent = userAgent
+		client, err := corev1client.NewForConfig(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("creating Kubernetes client: %w", err)
+		}
+		for _, ref := range o.secrets {
+			ns, name, _ := splitSecretRef(ref)
+			sources = append(sources, kubesource.New(client, ns, name, logger))
+		}
+	}
+	for _, p := range o.keyFiles {
+		sources = append(sources, filesource.New(p, logger))
+	}
+	return sources, nil
+}
+
+// kubeConfig uses an explicit kubeconfig, else the in-cluster configuration, else the usual
+// kubeconfig lookup ($KUBECONFIG, ~/.kube/config) for running outside a cluster.
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading Kubernetes client configuration (not in a cluster; set --kubeconfig): %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,162 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Source watches one place that holds key material and reports its complete current content each
+// time it changes. Implementations live in their own packages (kubesource, filesource).
+type Source interface {
+	// Name identifies the source in logs, metrics and readiness details, e.g.
+	// "secret/kube-system/cluster-sa" or "file//etc/kubernetes/pki/sa.pub".
+	Name() string
+	// Run reports observations until ctx is done. It returns nil when ctx ends, and an error only
+	// when the source cannot run at all (for example the API server rejects the watch for good).
+	Run(ctx context.Context, report func(Observation)) error
+}
+
+// Observation is what a source holds at one moment: its keys, or why it could not read them.
+// A failed observation (Err != nil) never replaces the source's last good keys.
+type Observation struct {
+	Keys []Key
+	Err  error
+}
+
+// SourceStatus is a source's health as shown on /readyz and in metrics.
+type SourceStatus struct {
+	Name string `json:"name"`
+	// Ready means the source delivered good keys at least once; its last good keys are published.
+	Ready bool `json:"ready"`
+	// Healthy means its latest observation was good.
+	Healthy    bool      `json:"healthy"`
+	Keys       int       `json:"keys"`
+	LastError  string    `json:"lastError,omitempty"`
+	LastGood   time.Time `json:"lastGood,omitzero"`
+	LastFailed time.Time `json:"lastFailed,omitzero"`
+	Errors     uint64    `json:"errors"`
+}
+
+// Collector merges the last good keys of every source into one Set and hands each new Set to
+// onChange. A source that fails keeps contributing its last good keys, so a malformed or deleted
+// Secret can never empty the published JWKS.
+type Collector struct {
+	sources  []Source
+	onChange func(Set)
+	logger   *slog.Logger
+	now      func() time.Time
+
+	mu       sync.Mutex
+	status   map[string]*SourceStatus
+	lastGood map[string][]Key
+	current  Set
+	hasSet   bool
+}
+
+// NewCollector returns a collector over sources. onChange is called, serialised, with every Set that
+// differs from the previous one; it is first called once every source has delivered good keys, so
+// that a restart never publishes a partial set. onChange runs under the collector's lock (that is
+// what keeps sets in order): it must not call back into the collector.
+func NewCollector(logger *slog.Logger, onChange func(Set), sources ...Source) (*Collector, error) {
+	if len(sources) == 0 {
+		return nil, errors.New("no key source configured")
+	}
+	c := &Collector{
+		sources:  sources,
+		onChange: onChange,
+		logger:   logger,
+		now:      time.Now,
+		status:   make(map[string]*SourceStatus, len(sources)),
+		lastGood: make(map[string][]Key, len(sources)),
+	}
+	for _, s := range sources {
+		if _, dup := c.status[s.Name()]; dup {
+			return nil, fmt.Errorf("key source %s configured twice", s.Name())
+		}
+		c.status[s.Name()] = &SourceStatus{Name: s.Name()}
+	}
+	return c, nil
+}
+
+// Run runs every source until ctx is done. If a source fails for good, the others are stopped and
+// its error is returned.
+func (c *Collector) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		runErr  error // the first source failure; the end of ctx itself is no error
+	)
+	for _, s := range c.sources {
+		wg.Go(func() {
+			err := s.Run(ctx, func(o Observation) { c.observe(s.Name(), o) })
+			if err != nil && ctx.Err() == nil {
+				errOnce.Do(func() { runErr = fmt.Errorf("key source %s: %w", s.Name(), err) })
+				cancel()
+			}
+		})
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return runErr
+}
+
+func (c *Collector) observe(source string, o Observation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.status[source]
+	now := c.now()
+	o.Keys = slices.DeleteFunc(slices.Clone(o.Keys), func(k Key) bool { return k.Public.IsZero() }) // the source may reuse its slice
+	if o.Err == nil && len(o.Keys) == 0 {
+		o.Err = errors.New("holds no key")
+	}
+	if o.Err != nil {
+		st.Healthy = false
+		st.LastError = o.Err.Error()
+		st.LastFailed = now
+		st.Errors++
+		if st.Ready {
+			c.logger.Warn("key source failed; still publishing its last good keys", "source", source, "error", o.Err, "keys", st.Keys)
+		} else {
+			c.logger.Error("key source has no usable keys yet", "source", source, "error", o.Err)
+		}
+		return
+	}
+	st.Ready, st.Healthy, st.LastGood, st.Keys = true, true, now, len(o.Keys)
+	c.lastGood[source] = o.Keys
+
+	for _, s := range c.status {
+		if !s.Ready {
+			return
+		}
+	}
+	var all []Key
+	for _, ks := range c.lastGood {
+		all = append(all, ks...)
+	}
+	next := NewSet(all...)
+	if c.hasSet && next.Equal(c.current) {
+		return
+	}
+	c.current, c.hasSet = next, true
+	c.logger.Info("key set changed", "source", source, "kids", next.KeyIDs())
+	// onChange runs under the lock so that sets are delivered in order.
+	c.onChange(next)
+}
+
+// Status returns every source's status, in configuration order.
+func (c *Collector) Status() []SourceStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]SourceStatus, 0, len(c.sources))
+	for _, s := range c.sources {
+		out = append(out, *c.status[s.Name()])
+	}
+	return out
+}
