@@ -61,7 +61,7 @@ func ParsePEM(input string, data []byte) ([]PublicKey, error) {
 		}
 		b, _ := pem.Decode(seg)
 		if b == nil {
-			return nil, &ParseError{Input: input, Block: block, Type: beginType(seg),
+			return nil, &ParseError{Input: input, Block: block, Type: label(beginType(seg)),
 				Err: errors.New("malformed PEM block (truncated, END line missing or corrupted base64)")}
 		}
 		if b.Type == "EC PARAMETERS" {
@@ -74,7 +74,7 @@ func ParsePEM(input string, data []byte) ([]PublicKey, error) {
 			out = append(out, k)
 		}
 		if err != nil {
-			return nil, &ParseError{Input: input, Block: block, Type: b.Type, Err: err}
+			return nil, &ParseError{Input: input, Block: block, Type: label(b.Type), Err: withholdQuotes(err, data)}
 		}
 	}
 	if len(out) == 0 {
@@ -95,6 +95,47 @@ func beginType(seg []byte) string {
 	line = bytes.TrimPrefix(bytes.TrimSpace(line), pemLineBegin[1:])
 	t, _, _ := bytes.Cut(line, []byte("-----"))
 	return string(t)
+}
+
+// label returns a PEM block type fit for an error message: the type when it is one this parser
+// knows (or one operators commonly supply by mistake), else a placeholder. Errors reach logs and
+// /readyz, and the input may be a private key, so nothing else of it is repeated.
+func label(t string) string {
+	switch t {
+	case "PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE", "RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY",
+		"EC PARAMETERS", "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY":
+		return t
+	}
+	return "unsupported type"
+}
+
+// quoteWindow is the longest run of input bytes an error message may share with the input.
+const quoteWindow = 16
+
+// withholdQuotes returns err, unless its message repeats more than quoteWindow consecutive bytes of
+// the input or of the DER inside it (x509 quotes some malformed certificate fields): then a generic
+// error that says why the details are missing.
+func withholdQuotes(err error, data []byte) error {
+	msg := err.Error()
+	if len(msg) <= quoteWindow {
+		return err
+	}
+	hay := [][]byte{data}
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		hay = append(hay, b.Bytes)
+	}
+	for i := 0; i+quoteWindow < len(msg); i++ {
+		for _, h := range hay {
+			if bytes.Contains(h, []byte(msg[i:i+quoteWindow+1])) {
+				return errors.New("malformed key material (details withheld: they would quote the input)")
+			}
+		}
+	}
+	return err
 }
 
 func publicFromBlock(b *pem.Block) (crypto.PublicKey, error) {
@@ -149,6 +190,6 @@ func publicFromBlock(b *pem.Block) (crypto.PublicKey, error) {
 	case "ENCRYPTED PRIVATE KEY":
 		return nil, errors.New("encrypted private keys are not supported: provide the public key instead")
 	default:
-		return nil, fmt.Errorf("unsupported PEM block type %q", b.Type)
+		return nil, errors.New("unsupported PEM block type: want PUBLIC KEY, RSA PUBLIC KEY, CERTIFICATE, or an RSA or EC private key")
 	}
 }

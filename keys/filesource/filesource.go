@@ -256,7 +256,7 @@ func unwrapPath(err error) error {
 func (s *Source) parse(data []byte) ([]keys.Key, error) {
 	pubs, err := keys.ParsePEM(s.path, data)
 	if err != nil {
-		return nil, fmt.Errorf("parsing key file %s: %s", s.path, describeParseError(err, data))
+		return nil, fmt.Errorf("parsing key file: %w", err)
 	}
 	// ParsePEM returns one key per PEM block, in order, skipping EC PARAMETERS blocks.
 	var private []bool
@@ -280,59 +280,4 @@ func (s *Source) parse(data []byte) ([]keys.Key, error) {
 	// NewSet drops duplicates (a private key and its own public key: active wins) and orders the
 	// keys active first.
 	return append([]keys.Key(nil), keys.NewSet(out...).Keys()...), nil
-}
-
-func knownBlockType(t string) bool {
-	switch t {
-	case "PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE", "RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY":
-		return true
-	}
-	return false
-}
-
-// describeParseError explains err from keys.ParsePEM without quoting data: an unknown PEM block
-// type is not named, and a reason quoting the input (x509 quotes some malformed certificate fields)
-// is withheld.
-func describeParseError(err error, data []byte) string {
-	var pe *keys.ParseError
-	if !errors.As(err, &pe) {
-		return redact(err.Error(), data)
-	}
-	reason := pe.Err.Error()
-	switch {
-	case pe.Block == 0:
-		return redact(reason, data)
-	case knownBlockType(pe.Type):
-		return redact(fmt.Sprintf("PEM block %d (%s): %s", pe.Block, pe.Type, reason), data)
-	case pe.Type == "ENCRYPTED PRIVATE KEY", strings.HasPrefix(reason, "PEM headers"):
-		return redact(fmt.Sprintf("PEM block %d: %s", pe.Block, reason), data)
-	default:
-		return fmt.Sprintf("PEM block %d: unsupported PEM block type; want PUBLIC KEY, CERTIFICATE, or an RSA or EC private key", pe.Block)
-	}
-}
-
-// redact returns msg, or a generic message when msg shares more than 16 consecutive bytes with
-// data or with the DER inside data's PEM blocks.
-func redact(msg string, data []byte) string {
-	const window = 17
-	if len(msg) < window {
-		return msg
-	}
-	hay := []string{string(data)}
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		hay = append(hay, string(b.Bytes))
-	}
-	for i := 0; i+window <= len(msg); i++ {
-		for _, h := range hay {
-			if strings.Contains(h, msg[i:i+window]) {
-				return "malformed key material (details withheld: they would quote the file's content)"
-			}
-		}
-	}
-	return msg
 }

@@ -116,6 +116,9 @@ func secret(data map[string][]byte) *corev1.Secret {
 	}
 }
 
+// leakWindow is the longest run of input bytes an error may repeat (keys.ParsePEM's guarantee).
+const leakWindow = 16
+
 // leakedInput returns a run of more than leakWindow bytes of one of data's values that msg
 // contains, or "" if there is none. Runs that are part of an entry name (errors list names on
 // purpose) do not count.
@@ -126,7 +129,7 @@ func leakedInput(msg string, data map[string][]byte) string {
 			if !strings.Contains(msg, w) {
 				continue
 			}
-			partOfName := false
+			partOfName := strings.Contains("ENCRYPTED PRIVATE KEY OPENSSH PRIVATE KEY", w) // labels keys.ParsePEM names on purpose
 			for name := range data {
 				if strings.Contains(name, w) {
 					partOfName = true

@@ -28,8 +28,6 @@
 package kubesource
 
 import (
-	"bytes"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -118,9 +116,9 @@ func parseSecret(s *corev1.Secret) parsed {
 	var active, public []keys.PublicKey
 	for _, e := range entries {
 		data := s.Data[e.name]
-		pubs, err := keys.ParsePEM("secret "+id+" entry "+e.name, data)
+		pubs, err := keys.ParsePEM("entry "+e.name, data)
 		if err != nil {
-			return parsed{err: fmt.Errorf("rejecting secret %s: entry %s: %s", id, e.name, describeParseError(err, data))}
+			return parsed{err: fmt.Errorf("rejecting secret %s: %w", id, err)}
 		}
 		if e.private {
 			active = append(active, pubs...)
@@ -149,66 +147,4 @@ func parseSecret(s *corev1.Secret) parsed {
 		}
 	}
 	return parsed{keys: slices.Clone(set.Keys()), unlisted: unlisted}
-}
-
-// knownBlockTypes are the PEM block types whose names may appear in an error: they are our words,
-// not the input's.
-func knownBlockType(t string) bool {
-	switch t {
-	case "PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE", "RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY":
-		return true
-	}
-	return false
-}
-
-// describeParseError explains err from keys.ParsePEM without echoing data: the PEM block type is
-// only named when it is one we know, and a reason that quotes the input (x509 quotes some
-// malformed certificate fields) is replaced by a generic one.
-func describeParseError(err error, data []byte) string {
-	var pe *keys.ParseError
-	if !errors.As(err, &pe) {
-		return redact("cannot parse: "+err.Error(), data)
-	}
-	reason := pe.Err.Error()
-	switch {
-	case pe.Block == 0:
-		return redact(reason, data)
-	case knownBlockType(pe.Type):
-		return redact(fmt.Sprintf("PEM block %d (%s): %s", pe.Block, pe.Type, reason), data)
-	case pe.Type == "ENCRYPTED PRIVATE KEY":
-		return redact(fmt.Sprintf("PEM block %d: %s", pe.Block, reason), data)
-	case strings.HasPrefix(reason, "PEM headers"):
-		return redact(fmt.Sprintf("PEM block %d: %s", pe.Block, reason), data)
-	default:
-		return fmt.Sprintf("PEM block %d: unsupported PEM block type; want PUBLIC KEY, CERTIFICATE, or an RSA or EC private key", pe.Block)
-	}
-}
-
-// leakWindow is the longest run of input bytes an error message may share with the input.
-const leakWindow = 16
-
-// redact returns msg, or a generic message when msg contains more than leakWindow consecutive bytes
-// of data or of the DER inside data's PEM blocks.
-func redact(msg string, data []byte) string {
-	if len(msg) <= leakWindow {
-		return msg
-	}
-	hay := [][]byte{data}
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		hay = append(hay, b.Bytes)
-	}
-	m := []byte(msg)
-	for i := 0; i+leakWindow < len(m); i++ {
-		for _, h := range hay {
-			if bytes.Contains(h, m[i:i+leakWindow+1]) {
-				return "malformed key material (details withheld: they would quote the secret's data)"
-			}
-		}
-	}
-	return msg
 }

@@ -285,22 +285,3 @@ func TestKeysFromSecretWithholdsQuotedData(t *testing.T) {
 		t.Errorf("error %q should name the entry and say details were withheld", err)
 	}
 }
-
-func TestRedact(t *testing.T) {
-	t.Parallel()
-	data := []byte("prefix 0123456789abcdefXYZ suffix")
-	for _, tc := range []struct {
-		msg  string
-		want bool // redacted
-	}{
-		{"short", false},
-		{"an ordinary message about nothing in particular", false},
-		{"quotes:0123456789abcdef:stops", false}, // 16 bytes shared: allowed
-		{"quotes:0123456789abcdefX", true},       // 17 bytes shared
-	} {
-		got := redact(tc.msg, data)
-		if (got != tc.msg) != tc.want {
-			t.Errorf("redact(%q) = %q; want redacted=%v", tc.msg, got, tc.want)
-		}
-	}
-}
