@@ -11,15 +11,15 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-unit vet fmt-check bench bench-serve run image test-binaries clean
+.PHONY: all build test test-unit vet fmt-check bench bench-serve bench-mirror run image test-binaries clean
 
 all: build
 
 build: ## Static binary with version information
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube-oidc-issuer
 
-test-binaries: ## Build (or find cached) kube-apiserver and etcd for the integration tests
-	hack/build-test-binaries.sh >/dev/null
+test-binaries: ## Build (or find cached) kube-apiserver, etcd and MinIO for the integration tests
+	hack/build-test-binaries.sh kube-apiserver etcd minio >/dev/null
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -39,6 +39,9 @@ bench: ## Go benchmarks (allocations, rendering, Secret→JWKS propagation)
 
 bench-serve: test-binaries ## wrk load run of `serve` against a bare net/http baseline; prints req/s, p99, ratio, RSS
 	hack/bench-serve.sh
+
+bench-mirror: test-binaries ## Secret change → both documents updated in S3 (moto and MinIO); prints min/p50/p90/max
+	go run ./integration/cmd/benchmirror
 
 run: test-binaries ## Local stack: real kube-apiserver + etcd, a signing-key Secret, and `serve` against it
 	go run ./integration/cmd/devstack

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real components the integration tests run (kube-apiserver, etcd; later MinIO) from the
+# Builds the real components the integration tests run (kube-apiserver, etcd, MinIO) from the
 # Go module proxy into a cache directory, and prints that directory. Each binary is rebuilt only when
 # its pinned wrapper module (hack/tools/NAME/go.mod + go.sum) or the Go toolchain changes, so a warm
 # run takes well under a second.

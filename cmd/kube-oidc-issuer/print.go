@@ -14,7 +14,8 @@ import (
 )
 
 // readKeyFiles parses every file ("-" is standard input). A file holding a private key contributes
-// only its public half; its key counts as active.
+// only its public half. Every key is published alike: these commands print documents, they do not
+// know which key signs.
 func readKeyFiles(stdin io.Reader, paths []string) (keys.Set, error) {
 	if len(paths) == 0 {
 		return keys.Set{}, errors.New("no key given: use --public-key FILE (repeatable)")

@@ -42,6 +42,7 @@ Repeatable flags take a comma-separated list there. A flag given on the command 
 	root.SetErr(stderr)
 	root.AddCommand(
 		newServeCommand(),
+		newMirrorCommand(),
 		newJWKSCommand(),
 		newDiscoveryCommand(),
 		newVersionCommand(),

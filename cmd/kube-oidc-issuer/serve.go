@@ -37,6 +37,7 @@ type serveOptions struct {
 	tlsKeyFile     string
 	logLevel       string
 	logFormat      string
+	mirror         mirrorOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -77,6 +78,7 @@ delivered good keys the documents answer 503.
 	f.StringVar(&o.tlsKeyFile, "tls-key-file", "", "private key for --tls-cert-file (PEM)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	o.mirror.addFlags(f, true)
 	return cmd
 }
 
@@ -154,7 +156,11 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	r := &renderer{cfg: o.docs, logger: logger, publishers: []publisher{srv}}
+	mirrors, err := newMirrors(ctx, logger, o.mirror, o.docs.IssuerURL, reg)
+	if err != nil {
+		return err
+	}
+	r := &renderer{cfg: o.docs, logger: logger, publishers: append([]publisher{srv}, mirrors.publishers()...)}
 	collector, err := keys.NewCollector(logger, r.keySetChanged, sources...)
 	if err != nil {
 		return err
@@ -163,6 +169,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return collector.Run(ctx) })
+	mirrors.run(ctx, g)
 
 	var publicTLS *server.CertReloader // nil: plain HTTP behind an ingress
 	if o.tlsCertFile != "" {
@@ -172,7 +179,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 		}
 		g.Go(func() error { return publicTLS.Run(ctx) })
 	}
-	internal := srv.InternalHandler(reg, server.ReadinessCheck{
+	internal := srv.InternalHandler(reg, append([]server.ReadinessCheck{{
 		Name: "keys",
 		Check: func() (bool, any) {
 			st := collector.Status()
@@ -183,7 +190,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 			}
 			return true, st
 		},
-	})
+	}}, mirrors.readiness()...)...)
 	g.Go(func() error {
 		return server.Serve(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"))
 	})

@@ -34,6 +34,16 @@ const (
 // the go.mod of this module. Concurrent callers, also in other processes (go test runs packages in
 // parallel), are serialized with a lock on the script so that only one of them builds.
 func BinDir(ctx context.Context, progress io.Writer) (string, error) {
+	return BuildBinaries(ctx, progress, apiserverBin, etcdBin)
+}
+
+// BuildBinaries is BinDir for the named components of hack/build-test-binaries.sh (each a
+// directory under hack/tools, e.g. "minio"), under the same lock. It returns the bin directory,
+// which holds every named binary.
+func BuildBinaries(ctx context.Context, progress io.Writer, names ...string) (string, error) {
+	if len(names) == 0 {
+		return "", errors.New("no test binary named")
+	}
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -49,7 +59,7 @@ func BinDir(ctx context.Context, progress io.Writer) (string, error) {
 	defer unlock()
 
 	var stdout bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, names...)...)
 	cmd.Dir = root
 	cmd.Stdout = &stdout
 	cmd.Stderr = progress
@@ -67,7 +77,7 @@ func BinDir(ctx context.Context, progress io.Writer) (string, error) {
 	if dir == "" {
 		return "", fmt.Errorf("%s printed no bin directory", script)
 	}
-	for _, name := range []string{apiserverBin, etcdBin} {
+	for _, name := range names {
 		if err := checkExecutable(filepath.Join(dir, name)); err != nil {
 			return "", fmt.Errorf("bin directory printed by %s: %w", script, err)
 		}
