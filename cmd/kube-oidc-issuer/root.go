@@ -46,6 +46,10 @@ Repeatable flags take a comma-separated list there. A flag given on the command 
 		newJWKSCommand(),
 		newDiscoveryCommand(),
 		newVersionCommand(),
+		newRegisterCommand(),
+		newThumbprintCommand(),
+		newTrustPolicyCommand(),
+		newIAMPolicyCommand(),
 	)
 	return root
 }

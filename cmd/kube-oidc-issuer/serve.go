@@ -38,6 +38,7 @@ type serveOptions struct {
 	logLevel       string
 	logFormat      string
 	mirror         mirrorOptions
+	iam            iamServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -79,6 +80,7 @@ delivered good keys the documents answer 503.
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.mirror.addFlags(f, true)
+	o.iam.addFlags(f)
 	return cmd
 }
 
@@ -97,7 +99,7 @@ func (o serveOptions) validate() error {
 	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
 	}
-	return nil
+	return o.iam.validate(o.docs.IssuerURL)
 }
 
 func splitSecretRef(ref string) (namespace, name string, err error) {
@@ -160,6 +162,10 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	iamReg, err := newIAMRegistration(ctx, logger, o.iam, o.docs, reg)
+	if err != nil {
+		return err
+	}
 	r := &renderer{cfg: o.docs, logger: logger, publishers: append([]publisher{srv}, mirrors.publishers()...)}
 	collector, err := keys.NewCollector(logger, r.keySetChanged, sources...)
 	if err != nil {
@@ -170,6 +176,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return collector.Run(ctx) })
 	mirrors.run(ctx, g)
+	iamReg.run(ctx, g)
 
 	var publicTLS *server.CertReloader // nil: plain HTTP behind an ingress
 	if o.tlsCertFile != "" {
@@ -190,7 +197,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 			}
 			return true, st
 		},
-	}}, mirrors.readiness()...)...)
+	}}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
 	g.Go(func() error {
 		return server.Serve(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"))
 	})

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/iam"
+)
+
+func newIAMPolicyCommand() *cobra.Command {
+	var issuerURL, accountID, partition string
+	cmd := &cobra.Command{
+		Use:   "iam-policy [--issuer-url URL] [--account-id ID]",
+		Short: "Print the minimal IAM policy that lets register and serve --iam-register manage the issuer's OIDC provider",
+		Long: `Print the identity policy to attach to the principal (user, role, IRSA role of the issuer's pod)
+that runs "register" or "serve --iam-register": iam:ListOpenIDConnectProviders (IAM only grants it on
+"*"), and create / get / update-thumbprint / add and remove client ID / tag on the one provider for
+--issuer-url. Without --issuer-url the second statement covers every OIDC provider; without
+--account-id any account ("*": an identity policy only reaches its own account's providers).`,
+		Example: `  kube-oidc-issuer iam-policy --issuer-url https://oidc.example.com/clusters/prod-1 --account-id 123456789012 > issuer-policy.json
+  aws iam put-role-policy --role-name kube-oidc-issuer --policy-name register-oidc-provider --policy-document file://issuer-policy.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if issuerURL != "" {
+				if err := iam.ValidateProviderURL(issuerURL); err != nil {
+					return fmt.Errorf("--issuer-url: %w", err)
+				}
+			}
+			if accountID != "*" {
+				if err := iam.ValidateAccountID(accountID); err != nil {
+					return fmt.Errorf("--account-id: %w", err)
+				}
+			}
+			if err := iam.ValidatePartition(partition); err != nil {
+				return fmt.Errorf("--partition: %w", err)
+			}
+			body, err := iam.RegistrationPolicy(partition, accountID, issuerURL).Render()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(body)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&issuerURL, "issuer-url", "", "limit the policy to the provider for this issuer URL")
+	cmd.Flags().StringVar(&accountID, "account-id", "*", "AWS account ID of the provider")
+	cmd.Flags().StringVar(&partition, "partition", "aws", "AWS partition: aws, aws-cn, aws-us-gov")
+	return cmd
+}
