@@ -110,9 +110,13 @@ func (r *CertReloader) Run(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(r.recheck)
 	defer ticker.Stop()
+	// The settle timer is armed by the first event of a burst and not pushed out by later ones:
+	// a directory that never goes quiet (a log file written next to the certificate) must not
+	// postpone the reload for ever. It still gathers a Secret volume's several renames into one.
 	settle := time.NewTimer(certChangeSettle)
 	settle.Stop()
 	defer settle.Stop()
+	settling := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -124,7 +128,10 @@ func (r *CertReloader) Run(ctx context.Context) error {
 			}
 			// Any event in the directories may be the swap; a needless re-read costs two small
 			// file reads and a hash.
-			settle.Reset(certChangeSettle)
+			if !settling {
+				settle.Reset(certChangeSettle)
+				settling = true
+			}
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -132,6 +139,7 @@ func (r *CertReloader) Run(ctx context.Context) error {
 			}
 			r.logger.Warn("watching the TLS certificate files", "error", err)
 		case <-settle.C:
+			settling = false
 			r.reloadAndLog("the files changed")
 		case <-ticker.C:
 			if watcher != nil {

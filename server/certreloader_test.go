@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -240,4 +241,39 @@ func TestNewCertReloaderRefusesUnusablePair(t *testing.T) {
 	if _, err := NewCertReloader(certFile, keyFile, nil); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing files: error %v, want one wrapping os.ErrNotExist", err)
 	}
+}
+
+// noisyDir keeps writing an unrelated file in dir (as a log file next to the certificate would)
+// every 20 ms, well inside the settle time, until the test ends.
+func noisyDir(t *testing.T, dir string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.Create(filepath.Join(dir, "noise.log"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for ctx.Err() == nil {
+			_, _ = f.WriteString("a line of log\n")
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestCertReloaderInNoisyDirectory: events that never stop (a log file in the certificate's
+// directory) must not postpone the reload for ever.
+func TestCertReloaderInNoisyDirectory(t *testing.T) {
+	ca := newTestCA(t)
+	d := t.TempDir()
+	dir := renameDir{d}
+	dir.write(t, ca.issue(t, 1))
+	f := startTLSFixture(t, dir, ca, nil)
+	noisyDir(t, d)
+	time.Sleep(200 * time.Millisecond)
+	dir.write(t, ca.issue(t, 2))
+	f.waitForSerial(2)
 }

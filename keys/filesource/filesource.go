@@ -131,11 +131,21 @@ func (s *Source) Run(ctx context.Context, report func(keys.Observation)) error {
 
 	var st state
 	addWatch()
+	// The settle timer is armed by the first event of a burst and not pushed out by later ones,
+	// so a directory that never goes quiet (a log file next to the key) cannot postpone the
+	// re-read for ever.
 	settle := time.NewTimer(s.settle)
-	if !s.check(&st, report) {
+	settling := s.check(&st, report)
+	if !settling {
 		settle.Stop()
 	}
 	defer settle.Stop()
+	arm := func() {
+		if !settling {
+			settle.Reset(s.settle)
+			settling = true
+		}
+	}
 
 	ticker := time.NewTicker(s.interval)
 	defer ticker.Stop()
@@ -149,7 +159,7 @@ func (s *Source) Run(ctx context.Context, report func(keys.Observation)) error {
 				continue
 			}
 			s.logger.Debug("file-system event", "event", ev.String())
-			settle.Reset(s.settle)
+			arm()
 		case err, ok := <-watchErrs:
 			if !ok {
 				watchErrs = nil
@@ -157,17 +167,18 @@ func (s *Source) Run(ctx context.Context, report func(keys.Observation)) error {
 			}
 			// fsnotify.ErrEventOverflow and the like: events were lost, so look now.
 			s.logger.Warn("watching the key file's directory", "dir", dir, "error", err)
-			settle.Reset(s.settle)
+			arm()
 		case <-settle.C:
+			settling = false
 			if s.check(&st, report) {
-				settle.Reset(s.settle)
+				arm()
 			}
 		case <-ticker.C:
 			// Adding a watched directory again is a no-op; this re-establishes the watch when the
 			// directory was missing or has been replaced.
 			addWatch()
 			if s.check(&st, report) {
-				settle.Reset(s.settle)
+				arm()
 			}
 		}
 	}

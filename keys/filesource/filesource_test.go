@@ -422,3 +422,32 @@ func TestWithInterval(t *testing.T) {
 		t.Errorf("WithInterval(1s) set %v", s.interval)
 	}
 }
+
+// TestChangeInNoisyDirectory: a directory that never goes quiet (a log file next to the key) must
+// not postpone the re-read for ever.
+func TestChangeInNoisyDirectory(t *testing.T) {
+	t.Parallel()
+	a, b := newPair(t), newPair(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sa.pub")
+	write(t, path, a.pub)
+	w := start(t, New(path, testLogger(t), eventsOnly()))
+	w.expectKeys(map[string]keys.Phase{a.kid: keys.PhasePublished})
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				_ = os.WriteFile(filepath.Join(dir, "noise.log"), []byte(time.Now().String()), 0o600)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	write(t, path, b.pub)
+	w.expectKeys(map[string]keys.Phase{b.kid: keys.PhasePublished})
+}
