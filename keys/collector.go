@@ -26,6 +26,10 @@ type Source interface {
 type Observation struct {
 	Keys []Key
 	Err  error
+	// AllowEmpty makes a good observation without keys a valid one: the source holds no key right
+	// now and that is expected (the lifecycle state between two rotations). Without it, an
+	// observation without keys is a failure, which keeps the source's last good keys published.
+	AllowEmpty bool
 }
 
 // SourceStatus is a source's health as shown on /readyz and in metrics.
@@ -113,7 +117,7 @@ func (c *Collector) observe(source string, o Observation) {
 	st := c.status[source]
 	now := c.now()
 	o.Keys = slices.DeleteFunc(slices.Clone(o.Keys), func(k Key) bool { return k.Public.IsZero() }) // the source may reuse its slice
-	if o.Err == nil && len(o.Keys) == 0 {
+	if o.Err == nil && len(o.Keys) == 0 && !o.AllowEmpty {
 		o.Err = errors.New("holds no key")
 	}
 	if o.Err != nil {

@@ -290,6 +290,36 @@ func TestCollectorEmptyObservationAfterSuccessIsAnError(t *testing.T) {
 	}
 }
 
+// TestCollectorAllowEmpty: a source that says an empty observation is expected (the lifecycle
+// state between rotations) is ready with no keys, and emptying it removes its keys from the set.
+func TestCollectorAllowEmpty(t *testing.T) {
+	k := ecKeys(t, 2)
+	secret, state := newFakeSource("secret"), newFakeSource("state")
+	rec := &recorder{}
+	c, _ := startCollector(t, t.Context(), rec, secret, state)
+	secret.good(t, active(k[0]))
+	state.send(t, fakeStep{obs: keys.Observation{AllowEmpty: true}})
+	if got := rec.last(t); rec.count() != 1 || !got.Equal(keys.NewSet(active(k[0]))) {
+		t.Fatalf("got %d sets, last %v", rec.count(), setContents(got))
+	}
+	if st := statusOf(t, c, "state"); !st.Ready || !st.Healthy || st.Keys != 0 || st.Errors != 0 {
+		t.Errorf("status of the empty source: %+v", st)
+	}
+	state.send(t, fakeStep{obs: keys.Observation{Keys: []keys.Key{{Public: k[1], Phase: keys.PhaseStaged}}, AllowEmpty: true}})
+	if got := rec.last(t); !got.Equal(keys.NewSet(active(k[0]), keys.Key{Public: k[1], Phase: keys.PhaseStaged})) {
+		t.Fatalf("after staging: %v", setContents(got))
+	}
+	state.send(t, fakeStep{obs: keys.Observation{AllowEmpty: true}})
+	if got := rec.last(t); rec.count() != 3 || !got.Equal(keys.NewSet(active(k[0]))) {
+		t.Fatalf("after withdrawing: %d sets, last %v", rec.count(), setContents(got))
+	}
+	// Without AllowEmpty the same observation is still a failure.
+	secret.good(t)
+	if st := statusOf(t, c, "secret"); st.Healthy || st.Errors != 1 {
+		t.Errorf("status of the emptied secret: %+v", st)
+	}
+}
+
 func TestCollectorIdenticalReportsDoNotNotify(t *testing.T) {
 	k := ecKeys(t, 2)
 	a, b := newFakeSource("a"), newFakeSource("b")

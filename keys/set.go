@@ -12,21 +12,31 @@ type Phase string
 const (
 	// PhaseActive keys sign tokens: their source holds the private key.
 	PhaseActive Phase = "active"
+	// PhaseStaged keys are published ahead of signing, so that relying parties have them cached by
+	// the time they are promoted to active (see package lifecycle).
+	PhaseStaged Phase = "staged"
+	// PhasePrevious keys no longer sign but are published until the tokens they signed have
+	// expired and relying parties' caches have caught up (see package lifecycle).
+	PhasePrevious Phase = "previous"
 	// PhasePublished keys are published for verification only: their source lists the public key
 	// (a verification bundle, a kubeadm sa.pub) and nothing says they sign.
 	PhasePublished Phase = "published"
 )
 
 // rank orders phases in the rendered JWKS and decides which phase wins when two sources report
-// the same key.
+// the same key: active, staged, previous, published, then anything else.
 func (p Phase) rank() int {
 	switch p {
 	case PhaseActive:
 		return 0
-	case PhasePublished:
+	case PhaseStaged:
 		return 1
+	case PhasePrevious:
+		return 2
+	case PhasePublished:
+		return 3
 	}
-	return 2
+	return 4
 }
 
 // Key is a public key in a given lifecycle phase.

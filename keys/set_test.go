@@ -21,6 +21,8 @@ func ecKeys(t testing.TB, n int) []keys.PublicKey {
 
 func active(k keys.PublicKey) keys.Key    { return keys.Key{Public: k, Phase: keys.PhaseActive} }
 func published(k keys.PublicKey) keys.Key { return keys.Key{Public: k, Phase: keys.PhasePublished} }
+func staged(k keys.PublicKey) keys.Key    { return keys.Key{Public: k, Phase: keys.PhaseStaged} }
+func previous(k keys.PublicKey) keys.Key  { return keys.Key{Public: k, Phase: keys.PhasePrevious} }
 
 type kp struct {
 	kid   string
@@ -55,6 +57,12 @@ func TestNewSet(t *testing.T) {
 		{"dedup: same phase twice", []keys.Key{published(k[1]), published(k[1]), published(k[1])}, []kp{{id(1), keys.PhasePublished}}},
 		{"dedup: many sources", []keys.Key{published(k[1]), active(k[0]), published(k[0]), published(k[1]), active(k[0])},
 			[]kp{{id(0), keys.PhaseActive}, {id(1), keys.PhasePublished}}},
+		{"lifecycle phases in rank order", []keys.Key{published(k[0]), previous(k[1]), staged(k[2]), active(k[3])},
+			[]kp{{id(3), keys.PhaseActive}, {id(2), keys.PhaseStaged}, {id(1), keys.PhasePrevious}, {id(0), keys.PhasePublished}}},
+		{"dedup: active beats staged (promoted, state not yet updated)", []keys.Key{staged(k[0]), active(k[0])}, []kp{{id(0), keys.PhaseActive}}},
+		{"dedup: active beats previous (still in the signing Secret)", []keys.Key{previous(k[0]), active(k[0])}, []kp{{id(0), keys.PhaseActive}}},
+		{"dedup: previous beats published (retained key in the bundle)", []keys.Key{published(k[1]), previous(k[1])}, []kp{{id(1), keys.PhasePrevious}}},
+		{"dedup: staged beats previous", []keys.Key{previous(k[1]), staged(k[1])}, []kp{{id(1), keys.PhaseStaged}}},
 		{"unknown phase loses to published and sorts last", []keys.Key{{Public: k[0], Phase: "retired"}, published(k[0]), {Public: k[1], Phase: "retired"}, published(k[2])},
 			[]kp{{id(0), keys.PhasePublished}, {id(2), keys.PhasePublished}, {id(1), "retired"}}},
 	}

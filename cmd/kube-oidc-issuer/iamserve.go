@@ -9,7 +9,6 @@ import (
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/iam"
@@ -76,9 +75,11 @@ func newIAMRegistration(ctx context.Context, logger *slog.Logger, o iamServeOpti
 	return &iamRegistration{loop: loop}, nil
 }
 
-func (r *iamRegistration) run(ctx context.Context, g *errgroup.Group) {
+// runOn registers the reconcile loop as leader-only work: replicas that reconciled on their own
+// would fight over the thumbprint list whenever they saw different certificate chains.
+func (r *iamRegistration) runOn(tasks leaderTasks) {
 	if r != nil {
-		g.Go(func() error { return r.loop.Run(ctx) })
+		tasks.Go("iam-register", r.loop.Run)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version"
@@ -144,10 +143,11 @@ func (ms mirrors) publishers() []publisher {
 	return out
 }
 
-// run starts every mirror in g.
-func (ms mirrors) run(ctx context.Context, g *errgroup.Group) {
+// runOn registers every mirror's publish loop as leader-only work: every replica hands the
+// mirrors each new document set (Publish never blocks), one replica writes them.
+func (ms mirrors) runOn(tasks leaderTasks) {
 	for _, m := range ms {
-		g.Go(func() error { return m.Run(ctx) })
+		tasks.Go("mirror "+m.Sink().String(), m.Run)
 	}
 }
 

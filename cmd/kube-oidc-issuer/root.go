@@ -43,6 +43,7 @@ Repeatable flags take a comma-separated list there. A flag given on the command 
 	root.AddCommand(
 		newServeCommand(),
 		newMirrorCommand(),
+		newKeysCommand(),
 		newJWKSCommand(),
 		newDiscoveryCommand(),
 		newVersionCommand(),

@@ -23,6 +23,7 @@ import (
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/filesource"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/leader"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/server"
 )
 
@@ -39,6 +40,7 @@ type serveOptions struct {
 	logFormat      string
 	mirror         mirrorOptions
 	iam            iamServeOptions
+	rotation       rotationOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -81,6 +83,7 @@ delivered good keys the documents answer 503.
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	o.mirror.addFlags(f, true)
 	o.iam.addFlags(f)
+	o.rotation.addFlags(f)
 	return cmd
 }
 
@@ -99,7 +102,10 @@ func (o serveOptions) validate() error {
 	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
 	}
-	return o.iam.validate(o.docs.IssuerURL)
+	if err := o.iam.validate(o.docs.IssuerURL); err != nil {
+		return err
+	}
+	return o.rotation.validate(o)
 }
 
 func splitSecretRef(ref string) (namespace, name string, err error) {
@@ -108,6 +114,12 @@ func splitSecretRef(ref string) (namespace, name string, err error) {
 		return "", "", fmt.Errorf("--secret %q: want NAMESPACE/NAME", ref)
 	}
 	return ns, n, nil
+}
+
+// leaderTasks takes work that must run on one replica at a time (leader.Elector; without
+// --leader-elect every replica leads).
+type leaderTasks interface {
+	Go(name string, task leader.Task)
 }
 
 // publisher receives every rendered document set; the HTTP server is one, mirror sinks are others.
@@ -158,6 +170,10 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	bg, sources, err := o.rotation.setup(logger, o, sources, reg, info.UserAgent())
+	if err != nil {
+		return err
+	}
 	mirrors, err := newMirrors(ctx, logger, o.mirror, o.docs.IssuerURL, reg)
 	if err != nil {
 		return err
@@ -175,8 +191,9 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return collector.Run(ctx) })
-	mirrors.run(ctx, g)
-	iamReg.run(ctx, g)
+	mirrors.runOn(bg.leader)
+	iamReg.runOn(bg.leader)
+	bg.run(ctx, g) // starts the elector: leader-only work is registered above
 
 	var publicTLS *server.CertReloader // nil: plain HTTP behind an ingress
 	if o.tlsCertFile != "" {
@@ -197,7 +214,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 			}
 			return true, st
 		},
-	}}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
+	}, bg.readiness()}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
 	g.Go(func() error {
 		return server.Serve(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"))
 	})

@@ -150,6 +150,12 @@ func (m *Mirror) Status() Status {
 
 // Run publishes until ctx is done, then returns nil.
 func (m *Mirror) Run(ctx context.Context) error {
+	// Start with a full publish: Run may begin a new leadership term on a replica that did not
+	// write this mirror before, and must not leave drift until the first reconcile tick.
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
 	reconcile := time.NewTicker(m.opts.ReconcileInterval)
 	defer reconcile.Stop()
 	retry := time.NewTimer(time.Hour)

@@ -298,3 +298,28 @@ func TestNewMetricsRefusesDoubleRegistration(t *testing.T) {
 		t.Fatal("registering the mirror metrics twice succeeded")
 	}
 }
+
+// TestRunStartsWithFullPublish: a replica that becomes leader runs Run anew; it must repair drift
+// at once, not at the next reconcile tick (an hour here), even though no new set was published.
+func TestRunStartsWithFullPublish(t *testing.T) {
+	mem := storagetest.NewMemory()
+	m := New(mem, fast()) // reconcile every hour: only the start of Run can repair
+	set := storagetest.NewSets(t).First
+	m.Publish(set)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	eventually(t, "first publication", func() bool { return holds(mem, set) })
+	cancel() // leadership lost
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Someone deletes the discovery document while this replica does not lead.
+	if err := mem.Harness().Remove(context.Background(), storage.Key(documents.DiscoveryPath)); err != nil {
+		t.Fatal(err)
+	}
+	start(t, m) // leadership regained
+	eventually(t, "the deleted discovery document is restored by the new term", func() bool { return holds(mem, set) })
+}
