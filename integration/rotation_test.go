@@ -210,6 +210,9 @@ func TestDepartureRetainedAcrossRestart(t *testing.T) {
 
 	swapped := time.Now()
 	s.writeSecret(ctx, map[string][]byte{"tls.crt": k2.public, "tls.key": k2.private})
+	// The load loop demands the active key in every answer: switch it to K2 only once the replica
+	// has seen the write (until then it rightly serves K1 alone).
+	a.waitKIDs(ctx, t, s, 10*time.Second, "K2 published", func(k []string) bool { return slices.Contains(k, kid2) })
 	load.setActive(kid2)
 	s.waitState(ctx, 20*time.Second, "K1 recorded previous", func(st *lifecycle.State) bool {
 		return phaseIn(st, kid1) == keys.PhasePrevious && phaseIn(st, kid2) == keys.PhaseActive

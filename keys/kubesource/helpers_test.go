@@ -147,3 +147,9 @@ func leakedInput(msg string, data map[string][]byte) string {
 func looksLikeKeyMaterial(msg string) bool {
 	return strings.Contains(msg, "-----") || strings.Contains(msg, "MII") || strings.Contains(msg, "BEGIN")
 }
+
+// parsedSecret is what the Source's informer caches instead of a Secret.
+type parsedSecret = cached[parsed]
+
+// transform is the Source's informer transform.
+func transform(obj any) (any, error) { return New(nil, "", "", nil).watcher().transform(obj) }

@@ -238,8 +238,8 @@ func TestTransformDropsSecretData(t *testing.T) {
 	if len(p.Annotations) != 0 || len(p.ManagedFields) != 0 {
 		t.Errorf("metadata not stripped: %+v", p.ObjectMeta)
 	}
-	if p.err != nil || len(p.keys) != 1 || p.keys[0].Phase != keys.PhaseActive {
-		t.Errorf("parsed = %v, %v", p.keys, p.err)
+	if p.value.err != nil || len(p.value.keys) != 1 || p.value.keys[0].Phase != keys.PhaseActive {
+		t.Errorf("parsed = %v, %v", p.value.keys, p.value.err)
 	}
 	// Idempotent: client-go may hand an already transformed object back.
 	again, err := transform(p)

@@ -17,9 +17,26 @@ import (
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 )
 
-func newTestRun() *run {
+// testRun is a Run call without an informer: the test fills the watcher's store and drives its
+// sync and read errors, and observe does what each wake-up of Run does.
+type testRun struct {
+	*run
+	*secretRun[parsed]
+}
+
+func newTestRun() *testRun {
 	s := New(nil, "kube-system", "cluster-sa", slog.New(slog.DiscardHandler))
-	return &run{Source: s, kick: make(chan struct{}, 1), store: cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)}
+	w := s.watcher().newRun()
+	w.store = cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
+	return &testRun{run: &run{Source: s}, secretRun: w}
+}
+
+func (r *testRun) observe() (keys.Observation, bool) {
+	snap, ok := r.snapshot()
+	if !ok {
+		return keys.Observation{}, false
+	}
+	return r.run.observe(snap)
 }
 
 func TestName(t *testing.T) {
