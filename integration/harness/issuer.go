@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/freeport"
 )
 
 // BuildIssuer compiles cmd/kube-oidc-issuer into dir and returns the binary's path. repoRoot is the
@@ -40,15 +41,9 @@ func BuildIssuer(ctx context.Context, repoRoot, dir string, race bool) (string, 
 	return out, nil
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a loopback TCP port outside the kernel's ephemeral range that no other caller in
+// this process has been given (see internal/freeport for why).
+func FreePort() (int, error) { return freeport.Take() }
 
 // Issuer is a running `kube-oidc-issuer serve` process.
 type Issuer struct {

@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/rest"
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
 
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/freeport"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/pki"
 )
 
@@ -644,19 +645,7 @@ func (c *Cluster) writeKubeconfig() error {
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		// Keep it open until all are chosen so that the ports differ.
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+func freePorts(n int) ([]int, error) { return freeport.TakeN(n) }
 
 // isBindError tells whether the process failed because its port was in use.
 func isBindError(p *process) bool {
