@@ -11,7 +11,7 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-unit vet fmt-check bench bench-serve bench-mirror run image test-binaries clean
+.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-mirror run image test-binaries clean docs doctor
 
 all: build
 
@@ -27,12 +27,20 @@ fmt-check:
 
 vet:
 	go vet ./...
+	cd deploy/test && go vet ./...
 
 test: fmt-check vet test-binaries ## Everything: unit + integration against a real kube-apiserver, with -race
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory test-deploy
+
+# deploy/test is a module of its own (Helm and kustomize stay out of the issuer's go.mod). It uses
+# the root module through a replace: after changing the root go.mod, run `cd deploy/test && go mod tidy`.
+test-deploy: test-binaries ## Apply the kustomize flavours and the Helm chart to a real kube-apiserver; check RBAC and the image build
+	cd deploy/test && go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-unit: ## Unit tests only (no kube-apiserver)
 	go test -race -count=1 -short ./...
+	cd deploy/test && go test -race -count=1 -short ./...
 
 bench: ## Go benchmarks (allocations, rendering, Secret→JWKS propagation)
 	go test -run '^$$' -bench . -benchmem ./...
@@ -48,6 +56,12 @@ run: test-binaries ## Local stack: real kube-apiserver + etcd, a signing-key Sec
 
 image: ## Container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+docs: ## Regenerate docs/configuration.md from the command tree (a test fails when it is stale)
+	go run ./cmd/kube-oidc-issuer gen-docs > docs/configuration.md.tmp && mv docs/configuration.md.tmp docs/configuration.md
+
+doctor: build ## Diagnose a live issuer: make doctor ISSUER_URL=https://... [DOCTOR_ARGS='--token t --aws']
+	$(BIN) doctor --issuer-url '$(ISSUER_URL)' $(DOCTOR_ARGS)
 
 clean:
 	rm -rf bin

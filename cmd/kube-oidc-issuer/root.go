@@ -51,6 +51,8 @@ Repeatable flags take a comma-separated list there. A flag given on the command 
 		newThumbprintCommand(),
 		newTrustPolicyCommand(),
 		newIAMPolicyCommand(),
+		newDoctorCommand(),
+		newGenDocsCommand(),
 	)
 	return root
 }

@@ -163,6 +163,11 @@ func run(ctx context.Context, logger *slog.Logger, port, internalPort int, workD
 		return fmt.Errorf("verifying the token through the issuer: %w", err)
 	}
 
+	tokenFile := filepath.Join(workDir, "token")
+	if err := os.WriteFile(tokenFile, []byte(tr.Status.Token), 0o600); err != nil {
+		return err
+	}
+
 	fmt.Printf(`
 kube-oidc-issuer is serving a real local cluster's issuer.
 
@@ -173,6 +178,7 @@ kube-oidc-issuer is serving a real local cluster's issuer.
   metrics         curl http://127.0.0.1:%[3]d/metrics
   kubectl         kubectl --kubeconfig %[4]s -n %[5]s get secret %[6]s
   issuer log      %[7]s
+  doctor          go run ./cmd/kube-oidc-issuer doctor --issuer-url %[1]s --ca-file %[2]s --token %[12]s
 
 A token for system:serviceaccount:%[5]s:demo (aud %[8]s), verified through the issuer with go-oidc
 (sub=%[9]s, expires %[10]s):
@@ -180,7 +186,7 @@ A token for system:serviceaccount:%[5]s:demo (aud %[8]s), verified through the i
 %[11]s
 
 `, issuerURL, caFile, internalPort, cluster.KubeconfigPath(), namespace, secret,
-		filepath.Join(workDir, "issuer.log"), audience, idt.Subject, idt.Expiry.Format(time.RFC3339), tr.Status.Token)
+		filepath.Join(workDir, "issuer.log"), audience, idt.Subject, idt.Expiry.Format(time.RFC3339), tr.Status.Token, tokenFile)
 
 	if once {
 		return nil

@@ -1,0 +1,172 @@
+package deploytest
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func kustomizeDir(parts ...string) string {
+	return filepath.Join(append([]string{repoRoot, "deploy", "kustomize"}, parts...)...)
+}
+
+// TestKustomizeRenders runs without a cluster (also with -short): every kustomization builds.
+func TestKustomizeRenders(t *testing.T) {
+	for _, dir := range []string{"base", "examples/ingress", "overlays/eks-anywhere", "overlays/kubeadm"} {
+		objs, err := renderKustomize(kustomizeDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if find(objs, "Deployment", "kube-oidc-issuer", "kube-oidc-issuer") == nil {
+			t.Errorf("%s: no Deployment", dir)
+		}
+	}
+}
+
+// TestKustomizeApply applies each flavour to the real kube-apiserver in turn (kubeadm first: it
+// grants the least, so its negative checks are not masked by what later flavours add).
+func TestKustomizeApply(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	a := newAdmin(t)
+	const ns = "kube-oidc-issuer"
+	base := issuerRBAC{
+		saNamespace: ns, sa: "kube-oidc-issuer",
+		signingNamespace: ns, signingKey: "signing-key",
+		stateNamespace: ns, state: "kube-oidc-issuer-lifecycle",
+		leaseNamespace: ns, lease: "kube-oidc-issuer",
+		admin: true,
+	}
+
+	t.Run("overlays/kubeadm", func(t *testing.T) {
+		start := time.Now()
+		objs, err := renderKustomize(kustomizeDir("overlays", "kubeadm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, gone := range []struct{ kind, ns, name string }{
+			{"Role", ns, "kube-oidc-issuer-signing-key"}, {"Secret", ns, "kube-oidc-issuer-lifecycle"},
+			{"Service", ns, "kube-oidc-issuer-admin"}, {"ClusterRoleBinding", "", "kube-oidc-issuer:auth-delegator"},
+			{"ClusterRole", "", "kube-oidc-issuer-keys-admin"}, {"ClusterRole", "", "kube-oidc-issuer-keys-viewer"},
+		} {
+			if find(objs, gone.kind, gone.ns, gone.name) != nil {
+				t.Errorf("kubeadm overlay still has %s %s", gone.kind, gone.name)
+			}
+		}
+		warns := a.apply(t, ctx, objs)
+		// The namespace enforces "privileged" (hostPath) but warns against "restricted": the
+		// warning is expected, and proves warnings are seen at all.
+		if !slices.ContainsFunc(warns, func(w string) bool { return strings.Contains(w, "hostPath") && strings.Contains(w, "restricted") }) {
+			t.Errorf("want a Pod Security warning about the hostPath volume, got %q", warns)
+		}
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--key-file=/etc/kubernetes/pki/sa.pub", "--leader-elect", "--leader-elect-namespace="+ns)
+		checkKubeadmPod(t, d)
+		a.podSecurityAdmits(t, ctx, d)
+		a.checkServices(t, ctx, ns, "kube-oidc-issuer", "kube-oidc-issuer-metrics", "")
+		r := base
+		r.signingKey, r.state, r.admin = "", "", false
+		r.check(t, ctx, a)
+		t.Logf("rendered, applied and checked in %s", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("base", func(t *testing.T) {
+		start := time.Now()
+		objs, err := renderKustomize(kustomizeDir("base"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		noWarnings(t, "base", a.apply(t, ctx, objs))
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--leader-elect", "--secret=kube-oidc-issuer/signing-key",
+			"--state-secret=kube-oidc-issuer/kube-oidc-issuer-lifecycle", "--admin-listen=:8444")
+		a.podSecurityAdmits(t, ctx, d) // the namespace enforces "restricted" now
+		a.checkServices(t, ctx, ns, "kube-oidc-issuer", "kube-oidc-issuer-metrics", "kube-oidc-issuer-admin")
+		base.check(t, ctx, a)
+		a.checkOperatorRoles(t, ctx, "kube-oidc-issuer-keys-admin", "kube-oidc-issuer-keys-viewer")
+		t.Logf("rendered, applied and checked in %s", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("examples/ingress", func(t *testing.T) {
+		objs, err := renderKustomize(kustomizeDir("examples", "ingress"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		noWarnings(t, "ingress example", a.apply(t, ctx, objs))
+		ing, err := a.cs.NetworkingV1().Ingresses(ns).Get(ctx, "kube-oidc-issuer", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkIngress(t, ing, "oidc.example.com", "/clusters/prod-1", "kube-oidc-issuer")
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--issuer-url=https://oidc.example.com/clusters/prod-1")
+		_ = d
+	})
+
+	t.Run("overlays/eks-anywhere", func(t *testing.T) {
+		a.ensureNamespace(t, ctx, "eksa-system", nil) // exists in an EKS Anywhere management cluster
+		objs, err := renderKustomize(kustomizeDir("overlays", "eks-anywhere"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if find(objs, "Role", "eksa-system", "kube-oidc-issuer-signing-key") == nil || find(objs, "RoleBinding", "eksa-system", "kube-oidc-issuer-signing-key") == nil {
+			t.Fatal("the signing-key Role and RoleBinding must be in eksa-system")
+		}
+		noWarnings(t, "eks-anywhere", a.apply(t, ctx, objs))
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--secret=eksa-system/prod-sa", "--leader-elect")
+		a.podSecurityAdmits(t, ctx, d)
+		r := base
+		r.signingNamespace, r.signingKey = "eksa-system", "prod-sa"
+		r.check(t, ctx, a)
+		// The cluster's other Secrets in eksa-system (kubeconfig, CA) stay out of reach.
+		a.ensureSecret(t, ctx, "eksa-system", "prod-kubeconfig", map[string][]byte{"value": []byte("x")})
+		_, err = a.impersonate(t, ns, "kube-oidc-issuer").CoreV1().Secrets("eksa-system").Get(ctx, "prod-kubeconfig", metav1.GetOptions{})
+		expect(t, "get eksa-system/prod-kubeconfig", false, err)
+	})
+}
+
+func checkKubeadmPod(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	spec := d.Spec.Template.Spec
+	if _, ok := spec.NodeSelector["node-role.kubernetes.io/control-plane"]; !ok {
+		t.Errorf("nodeSelector %v: want control-plane nodes", spec.NodeSelector)
+	}
+	if !slices.ContainsFunc(spec.Tolerations, func(tl corev1.Toleration) bool { return tl.Key == "node-role.kubernetes.io/control-plane" }) {
+		t.Errorf("tolerations %+v: want the control-plane taint tolerated", spec.Tolerations)
+	}
+	var hp bool
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil && v.HostPath.Path == "/etc/kubernetes/pki/sa.pub" {
+			hp = true
+		}
+	}
+	var ro bool
+	for _, m := range spec.Containers[0].VolumeMounts {
+		if m.MountPath == "/etc/kubernetes/pki/sa.pub" && m.ReadOnly {
+			ro = true
+		}
+	}
+	if !hp || !ro {
+		t.Errorf("want sa.pub from the node, read-only: volumes %+v mounts %+v", spec.Volumes, spec.Containers[0].VolumeMounts)
+	}
+}
+
+func checkIngress(t *testing.T, ing *networkingv1.Ingress, host, path, service string) {
+	t.Helper()
+	if len(ing.Spec.TLS) != 1 || !slices.Equal(ing.Spec.TLS[0].Hosts, []string{host}) || ing.Spec.TLS[0].SecretName == "" {
+		t.Errorf("ingress TLS = %+v", ing.Spec.TLS)
+	}
+	if len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host != host || ing.Spec.Rules[0].HTTP == nil || len(ing.Spec.Rules[0].HTTP.Paths) != 1 {
+		t.Fatalf("ingress rules = %+v", ing.Spec.Rules)
+	}
+	p := ing.Spec.Rules[0].HTTP.Paths[0]
+	if p.Path != path || p.Backend.Service == nil || p.Backend.Service.Name != service || p.Backend.Service.Port.Name != "http" {
+		t.Errorf("ingress path = %+v", p)
+	}
+}
