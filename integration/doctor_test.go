@@ -15,11 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/doctor"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/harness"
-	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
 )
 
 // doctorReport runs `doctor ARGS --output json` and returns the report and the exit code.
@@ -86,37 +84,12 @@ func TestDoctorAgainstLiveStack(t *testing.T) {
 	}
 	const issuerURL = "https://" + iamHost + "/clusters/doctor"
 	const arn = "arn:aws:iam::123456789012:oidc-provider/" + iamHost + "/clusters/doctor"
-	publicPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	internalPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	publicPort, internalPort := freePortPair(t)
 	proxy := startIAMProxy(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(publicPort)))
 	env := iamProcessEnv(t, m, caFile, proxy.URL)
 
 	signing := newRSAKey(t, 2048)
-	cluster, err := testcluster.Start(ctx, testcluster.Config{
-		BinDir:                shared.binDir,
-		WorkDir:               filepath.Join(dir, "cluster"),
-		ServiceAccountIssuers: []string{issuerURL},
-		ServiceAccountJWKSURI: issuerURL + "/openid/v1/jwks",
-		SigningKeyPEM:         signing.private,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cluster.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
-	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, kube := startCluster(ctx, t, dir, issuerURL, signing.private, nil)
 	s := &stack{t: t, dir: dir, issuerURL: issuerURL, cluster: cluster, kube: kube}
 	s.createNamespaceAndSA(ctx)
 	s.writeSecret(ctx, map[string][]byte{"tls.crt": signing.public, "tls.key": signing.private})

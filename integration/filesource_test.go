@@ -25,14 +25,7 @@ func TestKeyFileSourcePlainHTTP(t *testing.T) {
 	keyFile := filepath.Join(dir, "sa.pub")
 	writeFile(t, keyFile, k1.public)
 
-	publicPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	internalPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	publicPort, internalPort := freePortPair(t)
 	issuer, err := harness.StartIssuer(ctx, harness.IssuerConfig{
 		Binary:       shared.issuerBin,
 		Args:         []string{"--issuer-url", "https://oidc.example.com/kubeadm", "--key-file", keyFile, "--legacy-empty-kid", "--max-age", "5m"},

@@ -493,14 +493,7 @@ func TestServeKeepsIAMRegistration(t *testing.T) {
 	saKey := filepath.Join(dir, "sa.pub")
 	writeFile(t, saKey, pub)
 
-	publicPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	internalPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	publicPort, internalPort := freePortPair(t)
 	proxy := startIAMProxy(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(publicPort)))
 	const issuerURL = "https://" + iamHost + "/clusters/serve"
 	const arn = "arn:aws:iam::123456789012:oidc-provider/" + iamHost + "/clusters/serve"

@@ -19,11 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/harness"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/pki"
-	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
 )
 
 // mirrorStack is a real kube-apiserver whose issuer URL is a bucket on a real MinIO serving HTTPS
@@ -55,14 +52,7 @@ func newMirrorStack(t *testing.T, signing signingKey) *mirrorStack {
 	store.createBucket(t, mirrorBucket)
 	issuerURL := store.endpoint + "/" + mirrorBucket
 
-	publicPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	internalPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	publicPort, internalPort := freePortPair(t)
 	leaf, err := ca.IssueServer("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -76,25 +66,7 @@ func newMirrorStack(t *testing.T, signing signingKey) *mirrorStack {
 		t.Fatal(err)
 	}
 
-	cluster, err := testcluster.Start(ctx, testcluster.Config{
-		BinDir:                shared.binDir,
-		WorkDir:               filepath.Join(dir, "cluster"),
-		ServiceAccountIssuers: []string{issuerURL},
-		ServiceAccountJWKSURI: issuerURL + "/openid/v1/jwks",
-		SigningKeyPEM:         signing.private,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cluster.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
-	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, kube := startCluster(ctx, t, dir, issuerURL, signing.private, nil)
 	s := &stack{t: t, dir: dir, issuerURL: issuerURL, cluster: cluster, kube: kube, relying: relying, caPEM: ca.CertPEM()}
 	s.createNamespaceAndSA(ctx)
 	s.writeSecret(ctx, map[string][]byte{"tls.crt": signing.public, "tls.key": signing.private})

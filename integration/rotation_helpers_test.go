@@ -65,14 +65,7 @@ func lifecycleArgs(t *testing.T, s *stack, extra ...string) []string {
 // ports of their own. A non-empty kubeconfig replaces the stack's admin one.
 func startReplica(ctx context.Context, t *testing.T, s *stack, name string, first bool, kubeconfig string, args []string) *replica {
 	t.Helper()
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := harness.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
+	ports := freePorts(t, 3)
 	cfg := s.issuerCfg
 	if first {
 		ports[0], ports[1] = cfg.PublicPort, cfg.InternalPort

@@ -94,14 +94,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	defer cancel()
 	dir := t.TempDir()
 
-	publicPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	internalPort, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	publicPort, internalPort := freePortPair(t)
 	issuerURL := fmt.Sprintf("https://127.0.0.1:%d%s", publicPort, o.pathPrefix)
 
 	ca, err := pki.NewCA("kube-oidc-issuer e2e CA")
@@ -122,28 +115,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 
 	start := time.Now()
-	cluster, err := testcluster.Start(ctx, testcluster.Config{
-		BinDir:                shared.binDir,
-		WorkDir:               filepath.Join(dir, "cluster"),
-		ServiceAccountIssuers: []string{issuerURL},
-		ServiceAccountJWKSURI: issuerURL + "/openid/v1/jwks",
-		SigningKeyPEM:         o.signing.private,
-		VerificationKeysPEM:   o.extraVerify,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cluster.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
+	cluster, kube := startCluster(ctx, t, dir, issuerURL, o.signing.private, o.extraVerify)
 	t.Logf("kube-apiserver + etcd up in %s", time.Since(start).Round(time.Millisecond))
-
-	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &stack{t: t, dir: dir, issuerURL: issuerURL, cluster: cluster, kube: kube, relying: relying, caPEM: ca.CertPEM()}
 	s.createNamespaceAndSA(ctx)
 	if !o.noSecret {
@@ -465,3 +438,51 @@ func firstSource(t *testing.T, details map[string]any) map[string]any {
 // clusterAPISecretType is the type Cluster API gives <cluster>-sa; kubernetes.io/tls would make the
 // API server demand a certificate in tls.crt, which holds a public key here.
 const clusterAPISecretType corev1.SecretType = "cluster.x-k8s.io/secret"
+
+// freePorts returns n distinct free loopback ports for processes the test starts.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := harness.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	return ports
+}
+
+// freePortPair returns ports for an issuer's public and internal listeners.
+func freePortPair(t *testing.T) (public, internal int) {
+	t.Helper()
+	p := freePorts(t, 2)
+	return p[0], p[1]
+}
+
+// startCluster starts etcd and a kube-apiserver whose tokens carry issuerURL, signed with
+// signingKeyPEM, and stops them when the test ends.
+func startCluster(ctx context.Context, t *testing.T, dir, issuerURL string, signingKeyPEM []byte, extraVerificationKeysPEM [][]byte) (*testcluster.Cluster, *kubernetes.Clientset) {
+	t.Helper()
+	cluster, err := testcluster.Start(ctx, testcluster.Config{
+		BinDir:                shared.binDir,
+		WorkDir:               filepath.Join(dir, "cluster"),
+		ServiceAccountIssuers: []string{issuerURL},
+		ServiceAccountJWKSURI: issuerURL + "/openid/v1/jwks",
+		SigningKeyPEM:         signingKeyPEM,
+		VerificationKeysPEM:   extraVerificationKeysPEM,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cluster, kube
+}
