@@ -15,6 +15,9 @@ const (
 	ErrAudience = "InvalidIdentityToken: Incorrect token audience"
 	// ErrExpired: the token's exp has passed.
 	ErrExpired = "ExpiredTokenException: Token expired: current date/time must be before the expiration date/time"
+	// ErrNotYetValid: the token's iat or nbf lies in the future (the issuing control plane's clock
+	// is ahead). STS's wording for this case is not documented; it is an InvalidIdentityToken.
+	ErrNotYetValid = "InvalidIdentityToken: the token is not valid yet (iat/nbf in the future)"
 	// ErrThumbprint: the provider's thumbprints do not include the chain the issuer presents.
 	ErrThumbprint = "InvalidIdentityToken: OpenIDConnect provider's HTTPS certificate doesn't match configured thumbprint"
 	// ErrSignature: the token's signature does not verify with the key its kid names.

@@ -54,6 +54,7 @@ type claims struct {
 	Aud any    `json:"aud"`
 	Exp int64  `json:"exp"`
 	Iat int64  `json:"iat"`
+	Nbf int64  `json:"nbf,omitempty"`
 }
 
 // sign mints a token signed by k with header kid (omitted when kid is nil).
@@ -303,6 +304,34 @@ func TestDoctorFailureModes(t *testing.T) {
 			},
 			failing:  []string{"token-expiry"},
 			awsError: doctor.ErrExpired,
+		},
+		{
+			name: "token issued in the future (clock skew)",
+			setup: func(t *testing.T, is *issuer) (string, string) {
+				c := good(is)
+				c.Iat, c.Exp = now.Add(10*time.Minute).Unix(), now.Add(2*time.Hour).Unix()
+				return sign(t, signing, &signing.kid, c), is.url
+			},
+			failing:  []string{"token-expiry"},
+			awsError: doctor.ErrNotYetValid,
+		},
+		{
+			name: "nbf in the future (clock skew)",
+			setup: func(t *testing.T, is *issuer) (string, string) {
+				c := good(is)
+				c.Nbf = now.Add(time.Hour).Unix()
+				return sign(t, signing, &signing.kid, c), is.url
+			},
+			failing:  []string{"token-expiry"},
+			awsError: doctor.ErrNotYetValid,
+		},
+		{
+			name: "iat within the skew allowance",
+			setup: func(t *testing.T, is *issuer) (string, string) {
+				c := good(is)
+				c.Iat = now.Add(4 * time.Minute).Unix()
+				return sign(t, signing, &signing.kid, c), is.url
+			},
 		},
 		{
 			name: "malformed token",

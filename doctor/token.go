@@ -21,7 +21,9 @@ type tokenInfo struct {
 	issuer   string
 	audience []string
 	expiry   time.Time
-	parseErr error
+	// notBefore is the later of iat and nbf (zero when the token has neither).
+	notBefore time.Time
+	parseErr  error
 }
 
 // audiences is the aud claim: a string or an array of strings.
@@ -65,6 +67,8 @@ func parseToken(raw string) *tokenInfo {
 		Iss string    `json:"iss"`
 		Aud audiences `json:"aud"`
 		Exp *float64  `json:"exp"`
+		Iat *float64  `json:"iat"`
+		Nbf *float64  `json:"nbf"`
 	}
 	if err := decodePart(parts[1], &claims); err != nil {
 		ti.parseErr = fmt.Errorf("claims: %w", err)
@@ -73,6 +77,13 @@ func parseToken(raw string) *tokenInfo {
 	ti.issuer, ti.audience = claims.Iss, claims.Aud
 	if claims.Exp != nil {
 		ti.expiry = time.Unix(int64(*claims.Exp), 0).UTC()
+	}
+	for _, c := range []*float64{claims.Iat, claims.Nbf} {
+		if c != nil {
+			if t := time.Unix(int64(*c), 0).UTC(); t.After(ti.notBefore) {
+				ti.notBefore = t
+			}
+		}
 	}
 	return ti
 }
@@ -161,6 +172,10 @@ func checkTokenAudience(_ context.Context, s *state) Result {
 	return pass("aud %q includes %s", t.audience, s.cfg.Audience)
 }
 
+// clockSkewAllowance is how far in the future a token's iat or nbf may lie before it counts as not
+// yet valid: the usual OIDC allowance (Kerberos's 5 minutes), which go-oidc and kube-apiserver use too.
+const clockSkewAllowance = 5 * time.Minute
+
 func checkTokenExpiry(_ context.Context, s *state) Result {
 	t, r := s.tokenOrSkip()
 	if r != nil {
@@ -173,6 +188,11 @@ func checkTokenExpiry(_ context.Context, s *state) Result {
 	if !now.Before(t.expiry) {
 		return fail(ErrExpired, "use a fresh token: the kubelet refreshes projected tokens at 80 % of their lifetime, so a pod reading its token file each time never sees this; a token copied out of a pod or a Secret goes stale",
 			"expired at %s (%s ago)", t.expiry.Format(time.RFC3339), now.Sub(t.expiry).Round(time.Second))
+	}
+	if t.notBefore.After(now.Add(clockSkewAllowance)) {
+		return fail(ErrNotYetValid, "the clocks disagree: run NTP (chrony, systemd-timesyncd) on the control-plane nodes, and on the machine running doctor",
+			"issued for %s, %s ahead of this machine's clock (more than the %s relying parties allow)",
+			t.notBefore.Format(time.RFC3339), t.notBefore.Sub(now).Round(time.Second), clockSkewAllowance)
 	}
 	return pass("expires at %s (in %s)", t.expiry.Format(time.RFC3339), t.expiry.Sub(now).Round(time.Second))
 }
