@@ -7,7 +7,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"sync"
+	"syscall"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -44,29 +48,102 @@ type Authorizer interface {
 
 // StaticToken authenticates one token read from a file, compared in constant time. It is meant for
 // use outside a cluster; its holder may do everything.
+//
+// The file is checked again before each comparison (a stat; admin requests are rare) and re-read
+// when it changed, so the token rotates without a restart — also when it is a mounted Secret,
+// whose update swaps a symlink. A replacement that cannot be used (unreadable, too short) is logged
+// and the previous token stays in force: an operator's typo must not lock out every holder, nor
+// open the API.
 type StaticToken struct {
-	sum [sha256.Size]byte
+	path   string
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	sum   [sha256.Size]byte
+	stamp fileStamp
+}
+
+// fileStamp tells whether a file changed since it was read.
+type fileStamp struct {
+	modTime time.Time
+	size    int64
+	inode   uint64
+}
+
+func stampOf(fi os.FileInfo) fileStamp {
+	st := fileStamp{modTime: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.inode = sys.Ino
+	}
+	return st
 }
 
 // LoadStaticToken reads the token from path (surrounding whitespace is ignored). It refuses a
-// token shorter than 16 bytes.
-func LoadStaticToken(path string) (*StaticToken, error) {
-	b, err := os.ReadFile(path)
+// token shorter than 16 bytes. logger (may be nil) hears of reloads, never of the token.
+func LoadStaticToken(path string, logger *slog.Logger) (*StaticToken, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading admin token file: %w", err)
 	}
+	sum, err := readStaticToken(path)
+	if err != nil {
+		return nil, err
+	}
+	return &StaticToken{path: path, logger: logger, sum: sum, stamp: stampOf(fi)}, nil
+}
+
+func readStaticToken(path string) ([sha256.Size]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [sha256.Size]byte{}, fmt.Errorf("reading admin token file: %w", err)
+	}
 	tok := bytes.TrimSpace(b)
 	if len(tok) < 16 {
-		return nil, fmt.Errorf("admin token file %s: the token must be at least 16 bytes", path)
+		return [sha256.Size]byte{}, fmt.Errorf("admin token file %s: the token must be at least 16 bytes", path)
 	}
-	return &StaticToken{sum: sha256.Sum256(tok)}, nil
+	return sha256.Sum256(tok), nil
 }
 
 // Matches compares token with the configured one in constant time (over their SHA-256 digests, so
 // the comparison takes the same time whatever the length).
 func (s *StaticToken) Matches(token string) bool {
+	want := s.current()
 	got := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(got[:], s.sum[:]) == 1
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// current returns the digest of the token in force, re-reading the file when it changed.
+func (s *StaticToken) current() [sha256.Size]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		// Gone for a moment (an editor's save, a Secret update in progress) or for good: keep the
+		// token in force rather than lock everybody out; say so once per change.
+		if s.stamp != (fileStamp{}) {
+			s.logger.Warn("admin token file unreadable; the previous token stays in force", "file", s.path, "error", err)
+			s.stamp = fileStamp{}
+		}
+		return s.sum
+	}
+	st := stampOf(fi)
+	if st == s.stamp {
+		return s.sum
+	}
+	s.stamp = st
+	sum, err := readStaticToken(s.path)
+	if err != nil {
+		s.logger.Warn("admin token file changed but cannot be used; the previous token stays in force", "file", s.path, "error", err)
+		return s.sum
+	}
+	if sum != s.sum {
+		s.sum = sum
+		s.logger.Info("admin token file reloaded: a new static token is in force", "file", s.path)
+	}
+	return s.sum
 }
 
 // KubeAuth authenticates with a TokenReview and authorizes with a SubjectAccessReview, through

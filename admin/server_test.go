@@ -86,7 +86,7 @@ func TestHandler(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(staticToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	static, err := LoadStaticToken(filepath.Join(dir, "token"))
+	static, err := LoadStaticToken(filepath.Join(dir, "token"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,10 +250,10 @@ func TestLoadStaticToken(t *testing.T) {
 	if err := os.WriteFile(short, []byte("tooshort\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadStaticToken(short); err == nil {
+	if _, err := LoadStaticToken(short, nil); err == nil {
 		t.Error("a short token was accepted")
 	}
-	if _, err := LoadStaticToken(filepath.Join(dir, "missing")); err == nil {
+	if _, err := LoadStaticToken(filepath.Join(dir, "missing"), nil); err == nil {
 		t.Error("a missing file was accepted")
 	}
 }

@@ -65,7 +65,7 @@ func (o *rotationOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API listener (TLS; off when empty); needs --state-secret")
 	f.StringVar(&o.adminTLSCertFile, "admin-tls-cert-file", "", "certificate chain of the admin listener, reloaded on change (default: --tls-cert-file)")
 	f.StringVar(&o.adminTLSKeyFile, "admin-tls-key-file", "", "private key for --admin-tls-cert-file (default: --tls-key-file)")
-	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a static bearer token (at least 16 bytes) allowed every admin action, for use outside a cluster; other tokens are checked with TokenReview and SubjectAccessReview")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a static bearer token (at least 16 bytes) allowed every admin action, for use outside a cluster; re-read when it changes (a bad replacement is logged and the previous token kept); other tokens are checked with TokenReview and SubjectAccessReview")
 
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader with a Lease so that background work (pruning, departure tracking, scheduled rotation, mirror and IAM loops) runs on one replica; every replica serves")
 	f.StringVar(&o.leaseName, "leader-elect-lease-name", "kube-oidc-issuer", "name of the leader election Lease")
@@ -290,7 +290,7 @@ func (o rotationOptions) buildAdmin(logger *slog.Logger, so serveOptions, cfg *r
 	kube := &admin.KubeAuth{TokenReviews: authn, SubjectAccessReviews: authz}
 	acfg := admin.Config{Keys: m, Authenticator: kube, Authorizer: kube, Logger: logger}
 	if o.adminTokenFile != "" {
-		if acfg.StaticToken, err = admin.LoadStaticToken(o.adminTokenFile); err != nil {
+		if acfg.StaticToken, err = admin.LoadStaticToken(o.adminTokenFile, logger); err != nil {
 			return nil, err
 		}
 	}
