@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -165,6 +166,11 @@ func (k *KubeAuth) Authenticate(ctx context.Context, token string) (User, error)
 		return User{}, fmt.Errorf("TokenReview: %w", err)
 	}
 	if !tr.Status.Authenticated {
+		return User{}, ErrUnauthenticated
+	}
+	// An authenticator that ignores audiences may still say yes; the audiences it vouches for are
+	// the ones that count (as kube-apiserver's own webhook token authenticator checks them).
+	if len(k.Audiences) > 0 && !slices.ContainsFunc(tr.Status.Audiences, func(a string) bool { return slices.Contains(k.Audiences, a) }) {
 		return User{}, ErrUnauthenticated
 	}
 	u := User{Name: tr.Status.User.Username, UID: tr.Status.User.UID, Groups: tr.Status.User.Groups, Via: "tokenreview"}

@@ -393,6 +393,19 @@ func (s *stack) serviceAccountKubeconfig(ctx context.Context, name string) (path
 	return path, tr.Status.Token
 }
 
+// serviceAccountToken mints a 10-minute token of an existing service account for audiences (the
+// API server's own when none).
+func (s *stack) serviceAccountToken(ctx context.Context, sa string, audiences ...string) string {
+	s.t.Helper()
+	tr, err := s.kube.CoreV1().ServiceAccounts(testNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr(int64(600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tr.Status.Token
+}
+
 // grantIssuerRBAC gives the issuer's service account exactly what the README documents: read and
 // update the signing-key Secret and the (pre-created) state Secret by name, its Lease, and
 // TokenReview/SubjectAccessReview through system:auth-delegator.

@@ -452,3 +452,43 @@ func TestScheduledRotation(t *testing.T) {
 		t.Errorf("scheduled key algorithm %s", r2.Algorithm)
 	}
 }
+
+// TestAdminTokenAudience: with --admin-token-audience the admin API accepts only tokens minted for
+// that audience (TokenReview with audiences against the real kube-apiserver); a token of the same
+// service account meant for the API server is refused with 401, and authorization still applies.
+func TestAdminTokenAudience(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const audience = "kube-oidc-issuer-admin"
+	s := newStack(t, stackOptions{signing: newRSAKey(t, 2048)})
+	if err := s.issuer.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, rotatorAPIServerToken := s.serviceAccountKubeconfig(ctx, "rotator")
+	_, nobodyAPIServerToken := s.serviceAccountKubeconfig(ctx, "nobody")
+	s.grantAdminAPI(ctx, "rotator", "get")
+	mint := func(sa string, audiences ...string) string { return s.serviceAccountToken(ctx, sa, audiences...) }
+	a := startReplica(ctx, t, s, "a", true, "", lifecycleArgs(t, s, "--admin-token-audience", audience))
+
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  int
+	}{
+		{"API server token with RBAC", rotatorAPIServerToken, http.StatusUnauthorized},
+		{"token for another audience with RBAC", mint("rotator", "sts.amazonaws.com"), http.StatusUnauthorized},
+		{"admin-audience token with RBAC", mint("rotator", audience), http.StatusOK},
+		{"admin-audience token among others with RBAC", mint("rotator", "sts.amazonaws.com", audience), http.StatusOK},
+		{"admin-audience token without RBAC", mint("nobody", audience), http.StatusForbidden},
+		{"API server token without RBAC", nobodyAPIServerToken, http.StatusUnauthorized},
+		{"static token file still works", adminStaticToken, http.StatusOK},
+	} {
+		_, err := a.client(t, s, tc.token).List(ctx)
+		switch {
+		case tc.want == http.StatusOK && err != nil:
+			t.Errorf("%s: %v, want 200", tc.name, err)
+		case tc.want != http.StatusOK && !admin.IsStatus(err, tc.want):
+			t.Errorf("%s: %v, want %d", tc.name, err, tc.want)
+		}
+	}
+}

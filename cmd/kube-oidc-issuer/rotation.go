@@ -43,6 +43,7 @@ type rotationOptions struct {
 	adminTLSCertFile string
 	adminTLSKeyFile  string
 	adminTokenFile   string
+	adminAudiences   []string
 
 	leaderElect    bool
 	leaseName      string
@@ -66,6 +67,7 @@ func (o *rotationOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.adminTLSCertFile, "admin-tls-cert-file", "", "certificate chain of the admin listener, reloaded on change (default: --tls-cert-file)")
 	f.StringVar(&o.adminTLSKeyFile, "admin-tls-key-file", "", "private key for --admin-tls-cert-file (default: --tls-key-file)")
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a static bearer token (at least 16 bytes) allowed every admin action, for use outside a cluster; re-read when it changes (a bad replacement is logged and the previous token kept); other tokens are checked with TokenReview and SubjectAccessReview")
+	f.StringSliceVar(&o.adminAudiences, "admin-token-audience", nil, "audience a bearer token must carry for the admin API (TokenReview); repeatable. Operators then mint tokens for it alone (kubectl create token NAME --audience AUD), and tokens meant for the API server are refused (default: the API server's own audiences)")
 
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader with a Lease so that background work (pruning, departure tracking, scheduled rotation, mirror and IAM loops) runs on one replica; every replica serves")
 	f.StringVar(&o.leaseName, "leader-elect-lease-name", "kube-oidc-issuer", "name of the leader election Lease")
@@ -152,6 +154,9 @@ func (o rotationOptions) validate(so serveOptions) error {
 		if cert == "" || key == "" {
 			return errors.New("--admin-listen serves bearer tokens and needs TLS: give --admin-tls-cert-file and --admin-tls-key-file (or --tls-cert-file and --tls-key-file)")
 		}
+	}
+	if slices.Contains(o.adminAudiences, "") {
+		return errors.New("--admin-token-audience must not be empty")
 	}
 	return nil
 }
@@ -287,7 +292,7 @@ func (o rotationOptions) buildAdmin(logger *slog.Logger, so serveOptions, cfg *r
 	if err != nil {
 		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
 	}
-	kube := &admin.KubeAuth{TokenReviews: authn, SubjectAccessReviews: authz}
+	kube := &admin.KubeAuth{TokenReviews: authn, SubjectAccessReviews: authz, Audiences: o.adminAudiences}
 	acfg := admin.Config{Keys: m, Authenticator: kube, Authorizer: kube, Logger: logger}
 	if o.adminTokenFile != "" {
 		if acfg.StaticToken, err = admin.LoadStaticToken(o.adminTokenFile, logger); err != nil {

@@ -25,6 +25,7 @@ func TestServeRefusesBadRotationConfiguration(t *testing.T) {
 		{"rotation shorter than the lead", []string{"--state-secret", "eksa-system/lc", "--rotate-every", "30m"}, "longer than the publish lead 1h5m0s"},
 		{"unknown rotation algorithm", []string{"--state-secret", "eksa-system/lc", "--rotate-algorithm", "HS256"}, "--rotate-algorithm"},
 		{"admin API without TLS", []string{"--state-secret", "eksa-system/lc", "--admin-listen", ":8444"}, "needs TLS"},
+		{"empty admin token audience", []string{"--state-secret", "eksa-system/lc", "--admin-token-audience", "kube-oidc-issuer-admin,"}, "--admin-token-audience must not be empty"},
 		{"lease shorter than renew deadline", []string{"--state-secret", "eksa-system/lc", "--leader-elect", "--leader-elect-lease-duration", "5s"}, "lease-duration"},
 	}
 	for _, tc := range cases {
