@@ -34,6 +34,8 @@ func TestHelmRenders(t *testing.T) {
 		{"issuerURL": "http://oidc.example.com"},
 		{"issuerURL": "https://oidc.example.com", "issuerUrl": "typo"},
 		{"issuerURL": "https://oidc.example.com", "rotation": map[string]any{"enable": false}},
+		{"issuerURL": "https://oidc.example.com", "admin": map[string]any{"tokenAudiences": []any{"a,b"}}}, // the flag would split it
+		{"issuerURL": "https://oidc.example.com", "admin": map[string]any{"tokenAudiences": []any{""}}},
 	} {
 		if _, err := renderHelm(chartDir(), "koi", "koi", bad); err == nil {
 			t.Errorf("values %v: want the chart's schema to refuse them", bad)

@@ -56,13 +56,14 @@ func TestServeAsServiceAccount(t *testing.T) {
 		objs, err := renderHelm(chartDir(), "koi-run", ns, map[string]any{
 			"issuerURL":        "https://oidc.example.com/clusters/run",
 			"signingKeySecret": map[string]any{"name": "workload-sa"},
+			"admin":            map[string]any{"tokenAudiences": []any{adminAudience}},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		serveAsServiceAccount(t, ctx, a, bin, objs, serveCase{
 			namespace: ns, deployment: full, sa: full, signingNamespace: ns, signingKey: "workload-sa",
-			lease: full, keysAdmin: full + "-keys-admin",
+			lease: full, keysAdmin: full + "-keys-admin", tokenAudience: adminAudience,
 		})
 	})
 	t.Run("kustomize eks-anywhere", func(t *testing.T) {
@@ -81,10 +82,16 @@ func TestServeAsServiceAccount(t *testing.T) {
 	})
 }
 
+// adminAudience is what the Helm case sets as admin.tokenAudiences.
+const adminAudience = "kube-oidc-issuer-admin"
+
 type serveCase struct {
 	namespace, deployment, sa    string
 	signingNamespace, signingKey string
 	lease, keysAdmin             string
+	// tokenAudience, when set, is the audience the admin API requires: operators' tokens are
+	// minted for it, and an API-server token must be refused.
+	tokenAudience string
 }
 
 func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin string, objs []*unstructured.Unstructured, c serveCase) {
@@ -210,7 +217,7 @@ func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin stri
 	}
 
 	// An operator bound to the chart's keys-admin ClusterRole, and one bound to nothing.
-	opToken := serviceAccountToken(t, ctx, a, ns, "operator")
+	opToken := serviceAccountToken(t, ctx, a, ns, "operator", c.tokenAudience)
 	crb := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "deploy-test-operator-" + ns},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: c.keysAdmin},
@@ -219,7 +226,7 @@ func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin stri
 	if _, err := a.cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	strangerToken := serviceAccountToken(t, ctx, a, ns, "stranger")
+	strangerToken := serviceAccountToken(t, ctx, a, ns, "stranger", c.tokenAudience)
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	call := func(r *replica, token, method, path string) (int, []byte) {
 		t.Helper()
@@ -238,6 +245,14 @@ func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin stri
 	}
 	if code, body := call(replicas[0], strangerToken, http.MethodGet, "/admin/v1/keys"); code != http.StatusForbidden {
 		t.Errorf("stranger: GET /admin/v1/keys = %d %s, want 403", code, body)
+	}
+	if c.tokenAudience != "" {
+		// The same operator with a token for the API server: the rendered --admin-token-audience
+		// refuses it.
+		apiServerToken := mintToken(t, ctx, a, ns, "operator", "")
+		if code, body := call(replicas[0], apiServerToken, http.MethodGet, "/admin/v1/keys"); code != http.StatusUnauthorized {
+			t.Errorf("operator with an API-server token: GET /admin/v1/keys = %d %s, want 401", code, body)
+		}
 	}
 	code, body := call(replicas[1], opToken, http.MethodPost, "/admin/v1/keys")
 	if code != http.StatusCreated {
@@ -294,12 +309,23 @@ func writeImpersonatingKubeconfig(t *testing.T, dir, ns, sa string) string {
 	return path
 }
 
-func serviceAccountToken(t *testing.T, ctx context.Context, a *admin, ns, name string) string {
+// serviceAccountToken creates the service account and mints a token for audience (the API
+// server's own when empty).
+func serviceAccountToken(t *testing.T, ctx context.Context, a *admin, ns, name, audience string) string {
 	t.Helper()
 	if _, err := a.cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := a.cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	return mintToken(t, ctx, a, ns, name, audience)
+}
+
+func mintToken(t *testing.T, ctx context.Context, a *admin, ns, name, audience string) string {
+	t.Helper()
+	var spec authenticationv1.TokenRequestSpec
+	if audience != "" {
+		spec.Audiences = []string{audience}
+	}
+	tr, err := a.cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
