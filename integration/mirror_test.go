@@ -53,18 +53,7 @@ func newMirrorStack(t *testing.T, signing signingKey) *mirrorStack {
 	issuerURL := store.endpoint + "/" + mirrorBucket
 
 	publicPort, internalPort := freePortPair(t)
-	leaf, err := ca.IssueServer("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := leaf.WriteFiles(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relying, err := harness.HTTPClient(ca.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, relying := issuerTLS(t, ca, dir)
 
 	cluster, kube := startCluster(ctx, t, dir, issuerURL, signing.private, nil)
 	s := &stack{t: t, dir: dir, issuerURL: issuerURL, cluster: cluster, kube: kube, relying: relying, caPEM: ca.CertPEM()}

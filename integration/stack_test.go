@@ -101,18 +101,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.IssueServer("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := leaf.WriteFiles(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relying, err := harness.HTTPClient(ca.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, relying := issuerTLS(t, ca, dir)
 
 	start := time.Now()
 	cluster, kube := startCluster(ctx, t, dir, issuerURL, o.signing.private, o.extraVerify)
@@ -485,4 +474,23 @@ func startCluster(ctx context.Context, t *testing.T, dir, issuerURL string, sign
 		t.Fatal(err)
 	}
 	return cluster, kube
+}
+
+// issuerTLS writes a 127.0.0.1 serving certificate issued by ca into dir for the issuer, and
+// returns it with an HTTP client that, like a relying party configured with the CA, trusts only ca.
+func issuerTLS(t *testing.T, ca *pki.CA, dir string) (certFile, keyFile string, relying *http.Client) {
+	t.Helper()
+	leaf, err := ca.IssueServer("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err = leaf.WriteFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relying, err = harness.HTTPClient(ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, relying
 }
