@@ -24,6 +24,20 @@ func fast() Options {
 }
 
 // start runs m until the test ends and checks that Run returns promptly on cancellation.
+// startWithMetrics runs a fast mirror of sink whose metrics are registered on reg.
+func startWithMetrics(t *testing.T, sink storage.Sink, reg prometheus.Registerer) (*Mirror, *Metrics) {
+	t.Helper()
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := fast()
+	opts.Metrics = metrics
+	m := New(sink, opts)
+	start(t, m)
+	return m, metrics
+}
+
 func start(t *testing.T, m *Mirror) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -136,14 +150,7 @@ func TestRetriesWithBackoffUntilSuccess(t *testing.T) {
 		return nil
 	}}
 	reg := prometheus.NewPedanticRegistry()
-	metrics, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := fast()
-	opts.Metrics = metrics
-	m := New(sink, opts)
-	start(t, m)
+	m, metrics := startWithMetrics(t, sink, reg)
 
 	set := storagetest.NewSets(t).First
 	m.Publish(set)
@@ -258,14 +265,7 @@ func TestAccessReport(t *testing.T) {
 			mem := storagetest.NewMemory()
 			sink := &fakeAccess{Sink: mem, report: tc.report, err: tc.err}
 			reg := prometheus.NewRegistry()
-			metrics, err := NewMetrics(reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			opts := fast()
-			opts.Metrics = metrics
-			m := New(sink, opts)
-			start(t, m)
+			m, metrics := startWithMetrics(t, sink, reg)
 			set := storagetest.NewSets(t).First
 			m.Publish(set)
 			eventually(t, "objects written", func() bool { return holds(mem, set) })
