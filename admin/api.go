@@ -44,6 +44,18 @@ type Key struct {
 	// InBundle says whether the signing-key Secret's public-key entry lists the key (what
 	// kube-apiserver verifies with after a restart from the Secret).
 	InBundle bool `json:"inBundle"`
+	// Signing says whether the latest signing probe observation saw the control plane sign with
+	// the key; LastSigned is when a probe last saw it.
+	Signing    bool       `json:"signing"`
+	LastSigned *time.Time `json:"lastSigned,omitempty"`
+}
+
+// ControlPlaneSigning is what the signing probe last saw the control plane sign with.
+type ControlPlaneSigning struct {
+	ObservedAt time.Time `json:"observedAt"`
+	// KIDs may include keys the lifecycle does not hold (published from other sources, or not
+	// at all).
+	KIDs []string `json:"kids"`
 }
 
 // KeyList is the answer to GET /admin/v1/keys.
@@ -53,6 +65,8 @@ type KeyList struct {
 	SigningSecret string `json:"signingSecret"`
 	PublishLead   string `json:"publishLead"`
 	Retention     string `json:"retention"`
+	// ControlPlane is nil when no signing probe has recorded an observation.
+	ControlPlane *ControlPlaneSigning `json:"controlPlane,omitempty"`
 }
 
 // StageRequest is the optional body of POST /admin/v1/keys.
@@ -68,6 +82,8 @@ type KeyResult struct {
 	Result string `json:"result"`
 	// Note says what the operator does next, if anything.
 	Note string `json:"note,omitempty"`
+	// ControlPlane is what the control plane was last seen signing with (nil: not observed).
+	ControlPlane *ControlPlaneSigning `json:"controlPlane,omitempty"`
 }
 
 // ErrorBody is every error response: {"error": {"status": 409, "reason": "Conflict", "message": "..."}}.

@@ -188,6 +188,7 @@ func (a *api) list(r *http.Request, _ *entry) (int, any) {
 		Keys:        make([]Key, 0, len(snap.State.Keys)),
 		StateSecret: snap.StateSecret.String(), SigningSecret: snap.SigningSecret.String(),
 		PublishLead: snap.PublishLead.String(), Retention: snap.Retention.String(),
+		ControlPlane: controlPlaneView(snap),
 	}
 	for _, rec := range snap.State.Keys {
 		out.Keys = append(out.Keys, keyView(rec, snap))
@@ -232,7 +233,34 @@ func (a *api) promote(r *http.Request, e *entry) (int, any) {
 		return lifecycleError(err)
 	}
 	e.result = "promoted"
-	return http.StatusOK, KeyResult{Key: keyView(rec, a.snapshotFor(r.Context())), Result: "promoted", Note: promoteNote}
+	snap := a.snapshotFor(r.Context())
+	return http.StatusOK, KeyResult{Key: keyView(rec, snap), Result: "promoted", Note: promoteNote + signingNote(rec.KID, snap), ControlPlane: controlPlaneView(snap)}
+}
+
+// signingNote completes the promote note with what the control plane signs with right now.
+func signingNote(promoted string, snap lifecycle.Snapshot) string {
+	obs := snap.State.Signing
+	switch {
+	case obs.At.IsZero():
+		return "; no signing probe observes the control plane, so the outgoing key's retention counts from now: roll the control plane well within it"
+	case obs.Signs(promoted) && len(obs.KIDs) == 1:
+		return "; the control plane already signs with it"
+	}
+	var old []string
+	for _, kid := range obs.KIDs {
+		if kid != promoted {
+			old = append(old, kid)
+		}
+	}
+	return fmt.Sprintf("; the control plane was last seen signing with %s at %s: those keys stay published while it does, and for the retention after it stops",
+		strings.Join(old, ", "), obs.At.UTC().Format(time.RFC3339))
+}
+
+func controlPlaneView(snap lifecycle.Snapshot) *ControlPlaneSigning {
+	if snap.State == nil || snap.State.Signing.At.IsZero() {
+		return nil
+	}
+	return &ControlPlaneSigning{ObservedAt: snap.State.Signing.At.UTC(), KIDs: slices.Clone(snap.State.Signing.KIDs)}
 }
 
 func (a *api) remove(r *http.Request, e *entry) (int, any) {
@@ -287,6 +315,8 @@ func keyView(r lifecycle.Record, snap lifecycle.Snapshot) Key {
 		return &u
 	}
 	k.Promoted, k.Retired, k.PublishUntil = opt(r.Promoted), opt(r.Retired), opt(r.PublishUntil)
+	k.LastSigned = opt(r.LastSigned)
+	k.Signing = snap.State != nil && snap.State.Signing.Signs(r.KID)
 	if r.Phase == "staged" {
 		k.PromotableAt = opt(r.PromotableAt(snap.PublishLead))
 	}

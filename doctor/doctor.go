@@ -1,7 +1,9 @@
 // Package doctor diagnoses a live issuer the way AWS STS sees it: it fetches the discovery
-// document and the JWKS over HTTPS, checks a token against them, and compares the IAM OIDC
-// provider and the S3 mirror with what is live. Each failed check names the error AWS would return
-// and what to fix. It only reads: nothing is changed anywhere.
+// document and the JWKS over HTTPS, checks a token against them, compares the IAM OIDC provider
+// and the S3 mirror with what is live and, given a cluster, compares the keys the control plane
+// signs with against the JWKS and the signing-key Secret. Each failed check names the error AWS
+// would return and what to fix. It only reads: nothing is changed anywhere (the signing probe's
+// TokenRequest mints a short-lived token the API server does not store).
 package doctor
 
 import (
@@ -149,6 +151,12 @@ type Config struct {
 	Thumbprints *thumbprint.Fetcher
 	// Mirrors are the S3 mirrors to compare with the live documents.
 	Mirrors []Mirror
+	// SigningProbe finds out which keys the control plane signs with; nil skips the
+	// control-plane-signing check.
+	SigningProbe SigningProbe
+	// SigningSecret reads the signing-key Secret to compare with what the control plane signs
+	// with; nil compares with the JWKS only.
+	SigningSecret SigningSecret
 }
 
 // Mirror is a copy of the documents in a bucket, read anonymously the way the public reads it.
@@ -199,6 +207,7 @@ func checks() []check {
 		{"token-audience", checkTokenAudience},
 		{"token-expiry", checkTokenExpiry},
 		{"token-signature", checkTokenSignature},
+		{"control-plane-signing", checkControlPlaneSigning},
 		{"iam-provider", checkIAMProvider},
 		{"iam-thumbprint", checkIAMThumbprint},
 		{"iam-audience", checkIAMAudience},

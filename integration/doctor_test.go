@@ -8,6 +8,8 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/doctor"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/harness"
@@ -194,4 +199,170 @@ func TestDoctorAgainstLiveStack(t *testing.T) {
 	mustContain(t, out, "FAIL token-audience: ")
 	mustContain(t, out, "aws: "+doctor.ErrAudience)
 	mustContain(t, out, "fix: ")
+}
+
+// TestDoctorControlPlaneSigning: doctor --kubeconfig against a real kube-apiserver and the issuer
+// serving its signing-key Secret. A consistent cluster passes, through the least RBAC the docs
+// name; a Secret rewritten without restarting kube-apiserver fails, first while the old key is
+// still published (promote before the rollout: no AWS error yet), then once it is gone (AWS STS
+// rejects the tokens); restarting kube-apiserver from the Secret makes it pass again.
+func TestDoctorControlPlaneSigning(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	oldKey, newKey := newRSAKey(t, 2048), newRSAKey(t, 2048)
+	s := newStack(t, stackOptions{signing: oldKey})
+	oldKID, newKID := oldKey.kid(t), newKey.kid(t)
+	caFile := filepath.Join(s.dir, "issuer-ca.pem")
+	writeFile(t, caFile, s.caPEM)
+	admin := s.cluster.KubeconfigPath()
+	const secretRef = testNamespace + "/" + testSecret
+	const saRef = testNamespace + "/" + testSA
+	const check = "control-plane-signing"
+	base := []string{"--issuer-url", s.issuerURL, "--ca-file", caFile}
+	withSecret := slices.Concat(base, []string{"--kubeconfig", admin, "--signing-secret", secretRef, "--signing-probe-service-account", saRef})
+	live := []string{"issuer-url", "discovery", "discovery-issuer", "jwks-reachable", "jwks-content-type", "jwks-cacheable", "jwks-keys"}
+	wantResult := func(what string, rep *doctor.Report, want doctor.Result) {
+		t.Helper()
+		want.Name = check
+		if got, _ := rep.Result(check); got != want {
+			t.Errorf("%s: %s =\n%+v\nwant\n%+v", what, check, got, want)
+		}
+	}
+
+	// Consistent: the Secret holds the key kube-apiserver signs with, and serve publishes it. The
+	// kubeconfig comes from the environment here, the way the issuer's own flags do.
+	rep, code, took := doctorReport(ctx, t, []string{"KUBE_OIDC_ISSUER_KUBECONFIG=" + admin}, slices.Concat(base, []string{"--signing-secret", secretRef, "--signing-probe-service-account", saRef})...)
+	wantChecks(t, "consistent", rep, code, append(live, check), nil)
+	wantResult("consistent", rep, doctor.Result{Status: doctor.Pass,
+		Detail: fmt.Sprintf("the control plane signs with kid %s: the signing key in the Secret %s, and published", oldKID, secretRef)})
+	t.Logf("doctor with the signing probe (3 TokenRequests) against the live stack: %s (process included; the checks themselves %s)", took.Round(time.Millisecond), rep.Duration.Round(time.Millisecond))
+
+	// The text report never carries a token (nor anything shaped like a JWT).
+	out, errOut, err := iamCLI(ctx, t, nil, slices.Concat([]string{"doctor"}, withSecret)...)
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s\n%s", err, out, errOut)
+	}
+	if jwt := regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`); jwt.MatchString(out + errOut) {
+		t.Fatalf("doctor printed a token:\n%s\n%s", out, errOut)
+	}
+	mustContain(t, out, "PASS "+check+": the control plane signs with kid "+oldKID)
+
+	// The default probe ServiceAccount, default/default, does not exist without
+	// kube-controller-manager: named as such, with the fix.
+	rep, code, _ = doctorReport(ctx, t, nil, slices.Concat(base, []string{"--kubeconfig", admin})...)
+	wantChecks(t, "no default ServiceAccount", rep, code, live, []string{check})
+	wantResult("no default ServiceAccount", rep, doctor.Result{Status: doctor.Fail,
+		Detail: `cannot mint a probe token (not found): requesting a token for ServiceAccount default/default: serviceaccounts "default" not found`,
+		Fix:    "create the ServiceAccount (kubectl -n default create serviceaccount default), or point --signing-probe-service-account at an existing one"})
+
+	// Least privilege: an identity without RBAC is told what to grant; with exactly create on the
+	// probe ServiceAccount's token and get on the Secret (both by name), it passes.
+	const user = "doctor-least-privilege"
+	limited := impersonatingKubeconfig(t, admin, filepath.Join(s.dir, "limited-kubeconfig"), user)
+	limitedArgs := slices.Concat(base, []string{"--kubeconfig", limited, "--signing-secret", secretRef, "--signing-probe-service-account", saRef})
+	rep, code, _ = doctorReport(ctx, t, nil, limitedArgs...)
+	wantChecks(t, "no RBAC", rep, code, live, []string{check})
+	if r, _ := rep.Result(check); !strings.HasPrefix(r.Detail, "cannot mint a probe token (forbidden): ") || !strings.Contains(r.Detail, `User "`+user+`" cannot create resource "serviceaccounts/token"`) ||
+		r.Fix != "grant the --kubeconfig identity create on serviceaccounts/token in namespace "+testNamespace+" (a Role with resourceNames: ["+testSA+"] is enough), or point --signing-probe-service-account at a ServiceAccount it may mint tokens for" {
+		t.Errorf("no RBAC reported as %+v", r)
+	}
+	s.grantDoctor(ctx, user, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, ResourceNames: []string{testSA}, Verbs: []string{"create"}})
+	rep, _ = doctorUntil(ctx, t, "token RBAC only", limitedArgs, func(r doctor.Result) bool { return !strings.Contains(r.Detail, "cannot mint") })
+	wantResult("token RBAC only", rep, doctor.Result{Status: doctor.Fail,
+		Detail: fmt.Sprintf(`cannot read the Secret %s (forbidden): secrets "%s" is forbidden: User "%s" cannot get resource "secrets" in API group "" in the namespace "%s"`, secretRef, testSecret, user, testNamespace),
+		Fix:    "grant the --kubeconfig identity get on secrets in namespace " + testNamespace + " (a Role with resourceNames: [" + testSecret + "] is enough), or leave out --signing-secret"})
+	s.grantDoctor(ctx, user, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{testSecret}, Verbs: []string{"get"}})
+	rep, code = doctorUntil(ctx, t, "least privilege", limitedArgs, func(r doctor.Result) bool { return r.Status == doctor.Pass })
+	wantChecks(t, "least privilege", rep, code, append(live, check), nil)
+
+	// Promote without the rollout: the Secret's signing key is the new one, its bundle keeps the
+	// old one published, kube-apiserver still signs with the old one.
+	bundle := append(append([]byte{}, newKey.public...), oldKey.public...)
+	s.writeSecret(ctx, map[string][]byte{"tls.crt": bundle, "tls.key": newKey.private})
+	s.waitJWKS(ctx, 10*time.Second, func(m map[string]jwk) bool { _, ok := m[newKID]; return ok && len(m) == 2 })
+	rep, code, _ = doctorReport(ctx, t, nil, withSecret...)
+	wantChecks(t, "promoted, not rolled", rep, code, live, []string{check})
+	wantResult("promoted, not rolled", rep, doctor.Result{Status: doctor.Fail,
+		Detail: fmt.Sprintf("the control plane signs with kid %s, but the signing key in the Secret %s is kid %s (still published: its tokens verify until it leaves the JWKS)", oldKID, secretRef, newKID),
+		Fix:    "roll the control plane: restart kube-apiserver from the Secret's contents (after a promote), or put the signing key back into the Secret"})
+
+	// The Secret rewritten with only the new key, kube-apiserver still not restarted: the key
+	// that signs is gone from the JWKS, so AWS STS rejects every token minted now.
+	s.writeSecret(ctx, map[string][]byte{"tls.crt": newKey.public, "tls.key": newKey.private})
+	s.waitJWKS(ctx, 10*time.Second, func(m map[string]jwk) bool { _, ok := m[newKID]; return ok && len(m) == 1 })
+	rep, code, _ = doctorReport(ctx, t, nil, withSecret...)
+	wantChecks(t, "rewritten, not rolled", rep, code, live, []string{check})
+	wantResult("rewritten, not rolled", rep, doctor.Result{Status: doctor.Fail, AWSError: doctor.ErrRetrieveKey,
+		Detail: fmt.Sprintf(`the control plane signs with kid %s; not in the JWKS: %s (published: %q); the signing key in the Secret %s is kid %s`, oldKID, oldKID, newKID, secretRef, newKID),
+		Fix:    "put the signing key back into the Secret (serve publishes it again at once), or publish it through another key source (serve --key-file with its public half) and roll the control plane: restart kube-apiserver from the Secret's contents (after a promote)"})
+	out, _, err = iamCLI(ctx, t, nil, slices.Concat([]string{"doctor"}, withSecret)...)
+	if err == nil {
+		t.Fatal("doctor exited 0 with a failing check")
+	}
+	mustContain(t, out, "FAIL "+check+": ")
+	mustContain(t, out, "aws: "+doctor.ErrRetrieveKey)
+	mustContain(t, out, "fix: put the signing key back into the Secret")
+
+	// Rolled: kube-apiserver restarted from the Secret's contents.
+	if err := s.cluster.RestartAPIServer(ctx, func(c *testclusterConfig) { c.SigningKeyPEM = newKey.private }); err != nil {
+		t.Fatal(err)
+	}
+	rep, code, _ = doctorReport(ctx, t, nil, withSecret...)
+	wantChecks(t, "rolled", rep, code, append(live, check), nil)
+	wantResult("rolled", rep, doctor.Result{Status: doctor.Pass,
+		Detail: fmt.Sprintf("the control plane signs with kid %s: the signing key in the Secret %s, and published", newKID, secretRef)})
+}
+
+// impersonatingKubeconfig writes a copy of the admin kubeconfig that acts as user (the admin may
+// impersonate), so RBAC is evaluated for an identity without any grant.
+func impersonatingKubeconfig(t *testing.T, admin, path, user string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ai := range cfg.AuthInfos {
+		ai.Impersonate = user
+	}
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// grantDoctor adds rule to a Role bound to user in the test namespace.
+func (s *stack) grantDoctor(ctx context.Context, user string, rule rbacv1.PolicyRule) {
+	s.t.Helper()
+	rbac := s.kube.RbacV1()
+	name := "doctor-" + strings.ReplaceAll(rule.Resources[0], "/", "-")
+	if _, err := rbac.Roles(testNamespace).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: []rbacv1.PolicyRule{rule},
+	}, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := rbac.RoleBindings(testNamespace).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+	}, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// doctorUntil runs doctor until done holds for control-plane-signing (kube-apiserver's RBAC
+// authorizer sees new bindings through an informer, a moment after they are written).
+func doctorUntil(ctx context.Context, t *testing.T, what string, args []string, done func(doctor.Result) bool) (*doctor.Report, int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rep, code, _ := doctorReport(ctx, t, nil, args...)
+		r, _ := rep.Result("control-plane-signing")
+		if done(r) {
+			return rep, code
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: control-plane-signing still %+v", what, r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -39,6 +39,15 @@
 // state first and the Secret second inside one compare-and-swap, so a reconcile based on an older
 // Secret can never overwrite a newer promote.
 //
+// # What the control plane signs with
+//
+// The signing-key Secret says what kube-apiserver signs with after its next restart, not what it
+// signs with now. A signing probe (package signingprobe) tells the leader, through
+// Manager.RecordSigning: a previous key seen signing is never pruned, its publish_until counts
+// from the last observation that saw it (and from the first that no longer does: the observed
+// switch), and the observation is persisted in the document (signing, lastSigned) so another
+// leader keeps the retention. Without a probe the departure rule above stands alone.
+//
 // # A later KEP-740 signer mode
 //
 // With kube-apiserver's --service-account-signing-endpoint the issuer would itself sign tokens

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
@@ -25,14 +26,29 @@ const maxDocumentSize = 1 << 20
 //
 //	{"version": 1, "signingSecret": "NS/NAME", "keys": [{"kid": "...", "phase": "staged",
 //	  "algorithm": "RS256", "publicKey": "-----BEGIN PUBLIC KEY-----...", "privateKey": "...",
-//	  "created": "2026-...Z", "promoted": ..., "retired": ..., "publishUntil": ..., "promoting": ...}]}
+//	  "created": "2026-...Z", "promoted": ..., "retired": ..., "publishUntil": ..., "promoting": ...,
+//	  "lastSigned": ...}], "signing": {"observedAt": "2026-...Z", "kids": ["..."]}}
 //
 // Times are RFC 3339 in UTC; absent times are omitted. privateKey appears on staged keys only.
 type document struct {
 	Version       int         `json:"version"`
 	SigningSecret string      `json:"signingSecret,omitempty"`
 	Keys          []docRecord `json:"keys"`
+	Signing       *docSigning `json:"signing,omitempty"`
 }
+
+// docSigning is the latest persisted signing observation: {"observedAt": ..., "kids": [...]}.
+type docSigning struct {
+	ObservedAt time.Time `json:"observedAt"`
+	KIDs       []string  `json:"kids"`
+}
+
+// Bounds of a signing observation: a probe round sees a handful of kids (one per kube-apiserver
+// key during a roll), each a kube-apiserver kid (43 characters) or at most KEP-740's 1024.
+const (
+	maxSigningKIDs   = 16
+	maxSigningKIDLen = 1024
+)
 
 type docRecord struct {
 	KID          string     `json:"kid"`
@@ -45,6 +61,7 @@ type docRecord struct {
 	Retired      time.Time  `json:"retired,omitzero"`
 	PublishUntil time.Time  `json:"publishUntil,omitzero"`
 	Promoting    time.Time  `json:"promoting,omitzero"`
+	LastSigned   time.Time  `json:"lastSigned,omitzero"`
 }
 
 // ParseDocument parses and validates a state document. Empty input is the empty state (a state
@@ -84,6 +101,13 @@ func ParseDocument(data []byte) (*State, error) {
 		return nil, errors.New("state document has trailing data")
 	}
 	s := &State{SigningSecret: doc.SigningSecret, Keys: make([]Record, 0, len(doc.Keys))}
+	if doc.Signing != nil {
+		obs, err := signingFromDoc(*doc.Signing)
+		if err != nil {
+			return nil, fmt.Errorf("state document signing observation: %w", err)
+		}
+		s.Signing = obs
+	}
 	for i, d := range doc.Keys {
 		r, err := recordFromDoc(d)
 		if err != nil {
@@ -119,6 +143,26 @@ func truncate(s string, n int) string {
 	return s
 }
 
+func signingFromDoc(d docSigning) (SigningObservation, error) {
+	if d.ObservedAt.IsZero() {
+		return SigningObservation{}, errors.New("no observedAt")
+	}
+	if len(d.KIDs) == 0 || len(d.KIDs) > maxSigningKIDs {
+		return SigningObservation{}, fmt.Errorf("%d kids, want 1 to %d", len(d.KIDs), maxSigningKIDs)
+	}
+	for _, kid := range d.KIDs {
+		if kid == "" || len(kid) > maxSigningKIDLen {
+			return SigningObservation{}, fmt.Errorf("a kid of %d bytes, want 1 to %d", len(kid), maxSigningKIDLen)
+		}
+	}
+	kids := slices.Clone(d.KIDs)
+	slices.Sort(kids)
+	if len(slices.Compact(kids)) != len(d.KIDs) {
+		return SigningObservation{}, errors.New("duplicate kids")
+	}
+	return SigningObservation{At: d.ObservedAt, KIDs: kids}, nil
+}
+
 func recordFromDoc(d docRecord) (Record, error) {
 	switch d.Phase {
 	case keys.PhaseStaged, keys.PhaseActive, keys.PhasePrevious:
@@ -148,6 +192,7 @@ func recordFromDoc(d docRecord) (Record, error) {
 	r := Record{
 		KID: d.KID, Phase: d.Phase, Algorithm: d.Algorithm, Public: pub,
 		Created: d.Created, Promoted: d.Promoted, Retired: d.Retired, PublishUntil: d.PublishUntil, Promoting: d.Promoting,
+		LastSigned: d.LastSigned,
 	}
 	if d.PrivateKey != "" {
 		if d.Phase != keys.PhaseStaged {
@@ -204,8 +249,12 @@ func MarshalDocument(s *State) ([]byte, error) {
 			KID: r.KID, Phase: r.Phase, Algorithm: r.Algorithm, PublicKey: string(r.Public.PEM()),
 			PrivateKey: string(r.private),
 			Created:    utc(r.Created), Promoted: utc(r.Promoted), Retired: utc(r.Retired),
-			PublishUntil: utc(r.PublishUntil), Promoting: utc(r.Promoting),
+			PublishUntil: utc(r.PublishUntil), Promoting: utc(r.Promoting), LastSigned: utc(r.LastSigned),
 		})
+	}
+	if !s.Signing.At.IsZero() {
+		doc.Signing = &docSigning{ObservedAt: utc(s.Signing.At), KIDs: slices.Clone(s.Signing.KIDs)}
+		slices.Sort(doc.Signing.KIDs)
 	}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {

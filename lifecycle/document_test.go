@@ -83,6 +83,12 @@ func TestParseDocument(t *testing.T) {
 		{name: "duplicate kid", doc: docWith(t, 1, good[0], with(rawRecord(k1, keys.PhasePrevious))), wantErr: "appears twice"},
 		{name: "two staged keys", doc: docWith(t, 1, good[1], rawRecord(k3, keys.PhaseStaged)), wantErr: "at most one may be staged"},
 		{name: "wrong type", doc: []byte(`{"version":1,"keys":{}}`), wantErr: "wrong type"},
+		{name: "signing observation", doc: []byte(`{"version":1,"keys":[],"signing":{"observedAt":"2026-12-01T10:00:00Z","kids":["b","a"]}}`)},
+		{name: "signing observation without time", doc: []byte(`{"version":1,"keys":[],"signing":{"kids":["a"]}}`), wantErr: "no observedAt"},
+		{name: "signing observation without kids", doc: []byte(`{"version":1,"keys":[],"signing":{"observedAt":"2026-12-01T10:00:00Z","kids":[]}}`), wantErr: "0 kids"},
+		{name: "signing observation with an empty kid", doc: []byte(`{"version":1,"keys":[],"signing":{"observedAt":"2026-12-01T10:00:00Z","kids":[""]}}`), wantErr: "a kid of 0 bytes"},
+		{name: "signing observation with duplicate kids", doc: []byte(`{"version":1,"keys":[],"signing":{"observedAt":"2026-12-01T10:00:00Z","kids":["a","a"]}}`), wantErr: "duplicate kids"},
+		{name: "signing observation with too many kids", doc: []byte(`{"version":1,"keys":[],"signing":{"observedAt":"2026-12-01T10:00:00Z","kids":["1","2","3","4","5","6","7","8","9","10","11","12","13","14","15","16","17"]}}`), wantErr: "17 kids"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/pki"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/signingprobe"
 )
 
 // The tests in this file run against a real kube-apiserver (internal/testcluster): compare-and-swap
@@ -554,5 +555,114 @@ func TestPromoteRefusedWithoutSigningKey(t *testing.T) {
 	}
 	if p := phaseOf(f.state(), k2.KID); p != keys.PhaseStaged {
 		t.Fatalf("K2 is %s after refused promotes", p)
+	}
+}
+
+// TestSigningObservationKeepsOutgoingKey is issue 9's rule on a real kube-apiserver, with a fake
+// clock: after promote the control plane keeps signing with K1 (not rolled). K1's retention runs
+// from the last time a probe saw it, survives a new manager (another leader) reading the state,
+// a key seen signing is never pruned even past its publish_until, the operator is told to roll
+// (log and one Event per reminder period), and once the roll is observed K1 leaves after the
+// retention counted from its last sighting.
+func TestSigningObservationKeepsOutgoingKey(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	f.m.cfg.Events = f.secrets.(corev1client.EventsGetter)
+	f.reconcile()
+	observe := func(m *Manager, kids ...string) {
+		t.Helper()
+		if err := m.RecordSigning(ctx, signingprobe.Observation{At: f.clock.now(), KIDs: kids, ValidFor: 3 * time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	observe(f.m, f.k1.KID)
+	if st := f.state(); !st.Signing.Signs(f.k1.KID) || !st.Keys[0].LastSigned.Equal(f.clock.now()) {
+		t.Fatalf("first observation not persisted: %+v", st.Signing)
+	}
+
+	k2, err := f.m.Stage(ctx, AlgorithmES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.add(testLead)
+	if _, err := f.m.Promote(ctx, k2.KID, false); err != nil {
+		t.Fatal(err)
+	}
+	promoted := f.clock.now()
+	retention := f.m.cfg.Retention()
+
+	// The control plane is not rolled: probes keep seeing K1 every minute for longer than the
+	// retention. K1's publish_until follows the last sighting; it is never pruned.
+	for elapsed := time.Duration(0); elapsed <= retention+time.Hour; elapsed += 30 * time.Minute {
+		f.clock.add(30 * time.Minute)
+		observe(f.m, f.k1.KID)
+		f.reconcile()
+	}
+	st := f.state()
+	k1, ok := st.Lookup(f.k1.KID)
+	if !ok || k1.Phase != keys.PhasePrevious {
+		t.Fatalf("K1 after %s of signing without a roll: %v", f.clock.now().Sub(promoted), phaseOf(st, f.k1.KID))
+	}
+	if want := f.clock.now().Add(retention); !k1.PublishUntil.Equal(want) || !k1.LastSigned.Equal(f.clock.now()) {
+		t.Fatalf("K1 publishUntil %v lastSigned %v, want %v and now", k1.PublishUntil, k1.LastSigned, want)
+	}
+	evs, err := f.secrets.(corev1client.EventsGetter).Events(f.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rolls []corev1.Event
+	for _, e := range evs.Items {
+		if e.Reason == "ControlPlaneNotRolled" && e.InvolvedObject.Name == stateName && e.Type == corev1.EventTypeWarning {
+			rolls = append(rolls, e)
+		}
+	}
+	// One warning per rollReminder while K1 keeps signing past the publish lead.
+	if want := int((retention + time.Hour) / rollReminder); len(rolls) < want-1 || len(rolls) > want+1 {
+		t.Errorf("%d roll-the-control-plane Events over %s, want about %d", len(rolls), retention+time.Hour, want)
+	}
+
+	// A new leader (another manager over the same state, nothing in memory) observes the roll:
+	// K1's retention counts from the observed switch, not from its departure from the Secret.
+	other := f.manager()
+	lastSeen := f.clock.now()
+	f.clock.add(time.Minute)
+	switched := f.clock.now()
+	observe(other, k2.KID)
+	if _, err := other.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k1, _ = f.state().Lookup(f.k1.KID)
+	if !k1.PublishUntil.Equal(switched.Add(retention)) || !k1.LastSigned.Equal(lastSeen) {
+		t.Fatalf("after the roll K1 publishUntil %v lastSigned %v, want the observed switch %v + retention, and %v", k1.PublishUntil, k1.LastSigned, switched, lastSeen)
+	}
+	f.clock.add(retention - 2*time.Minute)
+	if _, err := other.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := phaseOf(f.state(), f.k1.KID); p != keys.PhasePrevious {
+		t.Fatalf("K1 pruned before retention after its last sighting: %s", p)
+	}
+
+	// Past publish_until, a key the current observation sees is still not pruned, whatever the
+	// clock says (a clock that jumped, or a control plane rolled back onto K1 a moment ago).
+	f.clock.add(2 * time.Minute)
+	other.mu.Lock()
+	other.signing = signingprobe.Observation{At: f.clock.now(), KIDs: []string{f.k1.KID}, ValidFor: time.Hour}
+	other.mu.Unlock()
+	if _, err := other.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := phaseOf(f.state(), f.k1.KID); p != keys.PhasePrevious {
+		t.Fatalf("K1 seen signing was pruned past its publish_until: %s", p)
+	}
+	observe(other, k2.KID)
+	if _, err := other.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := phaseOf(f.state(), f.k1.KID); p != "gone" {
+		t.Fatalf("K1 is %s after retention from its last sighting", p)
+	}
+	if p := phaseOf(f.state(), k2.KID); p != keys.PhaseActive {
+		t.Fatalf("K2 is %s", p)
 	}
 }

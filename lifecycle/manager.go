@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/signingprobe"
 )
 
 // DefaultClockSkew is added to every retention: tokens are accepted this long around their
@@ -22,6 +24,16 @@ const DefaultClockSkew = 5 * time.Minute
 
 // resync bounds how long the leader goes without reconciling, whatever it is waiting for.
 const resync = time.Minute
+
+// signingRefresh is how old the persisted signing observation may grow before an unchanged one
+// is written again: it keeps "last seen signing" in the admin API roughly current at one state
+// write per refresh. Anything that matters for retention (other kids, an outgoing key still
+// signing) is written at once.
+const signingRefresh = 10 * time.Minute
+
+// rollReminder is how often the leader repeats its warning (log and Event) while the control
+// plane keeps signing with an outgoing key.
+const rollReminder = time.Hour
 
 // Ref names a Secret.
 type Ref struct {
@@ -33,6 +45,9 @@ func (r Ref) String() string { return r.Namespace + "/" + r.Name }
 // Config configures a Manager.
 type Config struct {
 	Secrets corev1client.SecretsGetter
+	// Events receives the warning Events about the control plane (on the state Secret); nil
+	// sends none.
+	Events corev1client.EventsGetter
 	// StateSecret holds the state document; the issuer creates it if it may.
 	StateSecret Ref
 	// SigningSecret is the cluster's signing-key Secret: promote writes into it, the leader
@@ -106,6 +121,11 @@ type Manager struct {
 
 	mu     sync.Mutex
 	status Status
+	// signing is the signing probe's latest round on this replica (the leader): the keys that
+	// must not be pruned while it is current.
+	signing signingprobe.Observation
+	// rollWarned is when the leader last warned that the control plane still signs with a kid.
+	rollWarned map[string]time.Time
 }
 
 // Status is the leader loop's progress, for /readyz.
@@ -130,11 +150,12 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.RotateAlgorithm = AlgorithmRS256
 	}
 	return &Manager{
-		cfg:     cfg,
-		store:   NewStore(cfg.Secrets, cfg.StateSecret.Namespace, cfg.StateSecret.Name),
-		logger:  cfg.Logger.With("component", "key-lifecycle"),
-		now:     cfg.Now,
-		trigger: make(chan struct{}, 1),
+		cfg:        cfg,
+		store:      NewStore(cfg.Secrets, cfg.StateSecret.Namespace, cfg.StateSecret.Name),
+		logger:     cfg.Logger.With("component", "key-lifecycle"),
+		now:        cfg.Now,
+		trigger:    make(chan struct{}, 1),
+		rollWarned: map[string]time.Time{},
 	}, nil
 }
 
@@ -281,7 +302,10 @@ func (m *Manager) Remove(ctx context.Context, kid string, force bool) (Record, R
 	}
 	m.logger.Info("key removed", "kid", kid, "how", string(how), "forced", force)
 	if how == Retired {
-		if err := m.prune(ctx); err != nil {
+		// An operator retiring a key early (a compromise) overrides the probe: the key goes even if
+		// the control plane still signs with it.
+		keep := slices.DeleteFunc(m.signingNow(), func(k string) bool { return k == kid })
+		if err := m.prune(ctx, keep); err != nil {
 			return rec, how, fmt.Errorf("key %s is retired, but pruning it failed (the leader retries): %w", kid, err)
 		}
 	}
@@ -333,12 +357,14 @@ func (m *Manager) observe(ctx context.Context) (*State, error) {
 // prune removes previous keys whose publish_until has passed: first from the signing-key Secret's
 // verification bundle, then from the state, so a failure in between leaves the key published and
 // the next prune finishes the job.
-func (m *Manager) prune(ctx context.Context) error {
+//
+// keep are kids never pruned however expired: the keys the control plane is seen signing with.
+func (m *Manager) prune(ctx context.Context, keep []string) error {
 	st, err := m.store.Read(ctx)
 	if err != nil {
 		return err
 	}
-	expired := st.Expired(m.now())
+	expired := st.Expired(m.now(), keep)
 	if len(expired) == 0 {
 		return nil
 	}
@@ -361,7 +387,7 @@ func (m *Manager) prune(ctx context.Context) error {
 	}
 	var dropped []string
 	if _, err := m.store.Update(ctx, func(s *State) error {
-		dropped = s.Drop(kids, m.now())
+		dropped = s.Drop(kids, m.now(), keep)
 		return nil
 	}); err != nil {
 		return err
@@ -380,7 +406,7 @@ func (m *Manager) Reconcile(ctx context.Context) (time.Time, error) {
 	if _, err := m.observe(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("recording departures: %w", err))
 	}
-	if err := m.prune(ctx); err != nil {
+	if err := m.prune(ctx, m.signingNow()); err != nil {
 		errs = append(errs, fmt.Errorf("pruning: %w", err))
 	}
 	step, err := m.rotate(ctx)
@@ -483,4 +509,101 @@ func (m *Manager) Status() Status {
 
 func (m *Manager) signingClient() corev1client.SecretInterface {
 	return m.cfg.Secrets.Secrets(m.cfg.SigningSecret.Namespace)
+}
+
+// signingNow are the kids the latest signing probe round saw, while that round is current; nil
+// without a probe or once it has stopped answering (retention then rests on publish_until alone).
+func (m *Manager) signingNow() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.signing.Current(m.now()) {
+		return nil
+	}
+	return slices.Clone(m.signing.KIDs)
+}
+
+// RecordSigning takes a signing probe round (signingprobe.Recorder): the kids it saw are never
+// pruned while the observation is current, and it is persisted in the state (State.ObserveSigning)
+// so that a previous key's retention counts from the last time it was seen signing, on whichever
+// replica leads next. While the control plane still signs with a key that has left the
+// signing-key Secret more than the publish lead after the new key's promote, it warns: in the
+// log and with an Event on the state Secret, at most once per rollReminder per key.
+func (m *Manager) RecordSigning(ctx context.Context, obs signingprobe.Observation) error {
+	m.mu.Lock()
+	prev := m.signing
+	m.signing = obs
+	m.mu.Unlock()
+	if !slices.Equal(prev.KIDs, obs.KIDs) {
+		m.kick() // a key that stopped signing may now be prunable, or one must not be
+	}
+	var changed bool
+	st, err := m.store.Update(ctx, func(s *State) error {
+		changed = s.ObserveSigning(obs.KIDs, obs.At, m.cfg.Retention(), signingRefresh)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording what the control plane signs with: %w", err)
+	}
+	if changed {
+		for _, r := range st.Keys {
+			if r.Phase == keys.PhasePrevious && st.Signing.Signs(r.KID) {
+				m.logger.Debug("previous key still signs: retention extended", "kid", r.KID, "publishUntil", r.PublishUntil)
+			}
+		}
+	}
+	m.warnUnrolled(ctx, st)
+	return nil
+}
+
+// warnUnrolled tells the operator to roll the control plane when it keeps signing with an
+// outgoing key for longer than the publish lead after the new key's promote.
+func (m *Manager) warnUnrolled(ctx context.Context, st *State) {
+	active, ok := st.NewestActive()
+	outgoing := st.OutgoingSigning()
+	now := m.now()
+	if !ok || len(outgoing) == 0 || now.Sub(active.Promoted) <= m.cfg.PublishLead {
+		return
+	}
+	for _, old := range outgoing {
+		m.mu.Lock()
+		due := now.Sub(m.rollWarned[old.KID]) >= rollReminder
+		if due {
+			m.rollWarned[old.KID] = now
+		}
+		m.mu.Unlock()
+		if !due {
+			continue
+		}
+		msg := fmt.Sprintf("the control plane still signs with key %s, %s after key %s was promoted into signing-key Secret %s: roll the control plane (restart kube-apiserver with the Secret's contents); key %s stays published until %s",
+			old.KID, now.Sub(active.Promoted).Round(time.Second), active.KID, m.cfg.SigningSecret, old.KID, old.PublishUntil.UTC().Format(time.RFC3339))
+		m.logger.Warn("roll the control plane: it still signs with the outgoing key", "kid", old.KID, "active", active.KID,
+			"promoted", active.Promoted, "publishUntil", old.PublishUntil)
+		m.event(ctx, "ControlPlaneNotRolled", msg)
+	}
+}
+
+// event records a Warning Event on the state Secret. Failing to is logged, never fatal: the
+// metric and the log say the same.
+func (m *Manager) event(ctx context.Context, reason, msg string) {
+	if m.cfg.Events == nil {
+		return
+	}
+	now := metav1.NewTime(m.now())
+	ref := m.cfg.StateSecret
+	ev := &corev1.Event{
+		ObjectMeta:          metav1.ObjectMeta{GenerateName: ref.Name + ".", Namespace: ref.Namespace},
+		InvolvedObject:      corev1.ObjectReference{APIVersion: "v1", Kind: "Secret", Namespace: ref.Namespace, Name: ref.Name},
+		Reason:              reason,
+		Message:             msg,
+		Type:                corev1.EventTypeWarning,
+		Source:              corev1.EventSource{Component: managedBy},
+		ReportingController: managedBy,
+		ReportingInstance:   managedBy,
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+	}
+	if _, err := m.cfg.Events.Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		m.logger.Warn("could not record an Event on the state Secret", "reason", reason, "error", err)
+	}
 }

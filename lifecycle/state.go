@@ -45,6 +45,9 @@ type Record struct {
 	PublishUntil time.Time
 	// Promoting is set while a promote of this staged key is in flight.
 	Promoting time.Time
+	// LastSigned is when a signing probe last saw the control plane sign with the key (zero if
+	// never, or if no probe runs).
+	LastSigned time.Time
 
 	private secretPEM
 }
@@ -78,11 +81,25 @@ type State struct {
 	// the first reconcile.
 	SigningSecret string
 	Keys          []Record
+	// Signing is the latest persisted observation of what the control plane signs with; zero
+	// when no signing probe runs.
+	Signing SigningObservation
 }
+
+// SigningObservation is what a signing probe saw the control plane sign with.
+type SigningObservation struct {
+	At time.Time
+	// KIDs may include keys the state does not know (keys in no source, or in other sources).
+	KIDs []string
+}
+
+// Signs reports whether kid was among the observed signing keys.
+func (o SigningObservation) Signs(kid string) bool { return slices.Contains(o.KIDs, kid) }
 
 // Clone returns a deep copy.
 func (s *State) Clone() *State {
-	c := &State{SigningSecret: s.SigningSecret, Keys: slices.Clone(s.Keys)}
+	c := &State{SigningSecret: s.SigningSecret, Keys: slices.Clone(s.Keys),
+		Signing: SigningObservation{At: s.Signing.At, KIDs: slices.Clone(s.Signing.KIDs)}}
 	for i := range c.Keys {
 		c.Keys[i].private = slices.Clone(c.Keys[i].private)
 	}
@@ -225,6 +242,74 @@ func (s *State) Observe(active []keys.PublicKey, now time.Time, retention time.D
 	return out
 }
 
+// ObserveSigning records a signing probe's observation at: the control plane signs with kids.
+// Each record among them gets LastSigned = at, and a previous key that still signs, or that the
+// stored observation saw signing and this one no longer does (the observed switch), has its
+// retention counted from at — never shortened: publish_until only moves later. The observation
+// itself is replaced when it says something new (other kids, a key that has left the
+// signing-key Secret still signing) or when the stored one is older than refresh, so a steady
+// state costs one write per refresh, not one per probe round. It reports whether it changed
+// anything.
+func (s *State) ObserveSigning(kids []string, at time.Time, retention, refresh time.Duration) bool {
+	if len(kids) == 0 {
+		return false
+	}
+	outgoing := false
+	for _, kid := range kids {
+		if r, ok := s.Lookup(kid); ok && r.Phase != keys.PhaseActive {
+			outgoing = true
+		}
+	}
+	if !outgoing && slices.Equal(s.Signing.KIDs, kids) && at.Sub(s.Signing.At) < refresh {
+		return false
+	}
+	stopped := s.Signing.KIDs
+	s.Signing = SigningObservation{At: at, KIDs: slices.Clone(kids)}
+	for i := range s.Keys {
+		r := &s.Keys[i]
+		signs := slices.Contains(kids, r.KID)
+		if signs && at.After(r.LastSigned) {
+			r.LastSigned = at
+		}
+		// A key seen signing, and a key the previous observation saw that this one does not (the
+		// observed switch: probes that failed in between cannot tell when it really stopped), are
+		// retained from now.
+		if !signs && !slices.Contains(stopped, r.KID) || r.Phase != keys.PhasePrevious {
+			continue
+		}
+		if until := at.Add(retention); until.After(r.PublishUntil) {
+			r.PublishUntil = until
+		}
+	}
+	return true
+}
+
+// OutgoingSigning lists the records the observation saw signing although they are no longer
+// active in the signing-key Secret: the control plane has not been rolled onto the Secret's key.
+func (s *State) OutgoingSigning() []Record {
+	var out []Record
+	for _, r := range s.Keys {
+		if r.Phase == keys.PhasePrevious && s.Signing.Signs(r.KID) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// NewestActive is the active record promoted last (the key the Secret says should sign).
+func (s *State) NewestActive() (Record, bool) {
+	var (
+		best  Record
+		found bool
+	)
+	for _, r := range s.Keys {
+		if r.Phase == keys.PhaseActive && (!found || r.Promoted.After(best.Promoted)) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
 // Removal says what Remove did.
 type Removal string
 
@@ -266,11 +351,12 @@ func (s *State) Remove(kid string, now time.Time, force bool) (Record, Removal, 
 	}
 }
 
-// Expired lists the previous keys whose publish_until has passed.
-func (s *State) Expired(now time.Time) []Record {
+// Expired lists the previous keys whose publish_until has passed, except those in signing: a key
+// the control plane is seen signing with is never pruned, whatever the clock says.
+func (s *State) Expired(now time.Time, signing []string) []Record {
 	var out []Record
 	for _, r := range s.Keys {
-		if r.Phase == keys.PhasePrevious && !now.Before(r.PublishUntil) {
+		if r.Phase == keys.PhasePrevious && !now.Before(r.PublishUntil) && !slices.Contains(signing, r.KID) {
 			out = append(out, r)
 		}
 	}
@@ -278,11 +364,12 @@ func (s *State) Expired(now time.Time) []Record {
 }
 
 // Drop removes the expired previous keys among kids, and reports the ones it removed. A key that
-// is no longer expired (a rollback made it active again meanwhile) is kept.
-func (s *State) Drop(kids []string, now time.Time) []string {
+// is no longer expired (a rollback made it active again, or a probe saw it signing, meanwhile) is
+// kept.
+func (s *State) Drop(kids []string, now time.Time, signing []string) []string {
 	var dropped []string
 	s.Keys = slices.DeleteFunc(s.Keys, func(r Record) bool {
-		if r.Phase == keys.PhasePrevious && !now.Before(r.PublishUntil) && slices.Contains(kids, r.KID) {
+		if r.Phase == keys.PhasePrevious && !now.Before(r.PublishUntil) && slices.Contains(kids, r.KID) && !slices.Contains(signing, r.KID) {
 			dropped = append(dropped, r.KID)
 			return true
 		}

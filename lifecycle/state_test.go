@@ -187,7 +187,7 @@ func TestStateMachine(t *testing.T) {
 		{name: "retire a previous key inside its retention with force", start: []spec{active("K1"), previous("K2", later.Add(time.Hour))},
 			op: remove(k["K2"].KID, later, true, Retired), want: "K1=active K2=previous",
 			check: func(t *testing.T, s *State) {
-				if ex := s.Expired(later); len(ex) != 1 || ex[0].KID != k["K2"].KID {
+				if ex := s.Expired(later, nil); len(ex) != 1 || ex[0].KID != k["K2"].KID {
 					t.Errorf("expired after a forced retire: %v", ex)
 				}
 			}},
@@ -199,12 +199,23 @@ func TestStateMachine(t *testing.T) {
 		// Drop
 		{name: "drop drops expired previous keys only", start: []spec{active("K1"), previous("K2", t0), previous("K3", later.Add(time.Second)), staged("K4")},
 			op: func(s *State) error {
-				got := s.Drop([]string{k["K1"].KID, k["K2"].KID, k["K3"].KID, k["K4"].KID}, later)
+				got := s.Drop([]string{k["K1"].KID, k["K2"].KID, k["K3"].KID, k["K4"].KID}, later, nil)
 				if !slices.Equal(got, []string{k["K2"].KID}) {
 					return fmt.Errorf("dropped %v", got)
 				}
 				return nil
 			}, want: "K1=active K3=previous K4=staged"},
+		{name: "drop never drops a key seen signing, whatever the clock says", start: []spec{active("K1"), previous("K2", t0), previous("K3", t0)},
+			op: func(s *State) error {
+				if ex := s.Expired(later, []string{k["K2"].KID}); len(ex) != 1 || ex[0].KID != k["K3"].KID {
+					return fmt.Errorf("expired %v, want only K3", ex)
+				}
+				got := s.Drop([]string{k["K2"].KID, k["K3"].KID}, later, []string{k["K2"].KID})
+				if !slices.Equal(got, []string{k["K3"].KID}) {
+					return fmt.Errorf("dropped %v", got)
+				}
+				return nil
+			}, want: "K1=active K2=previous"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -399,5 +410,106 @@ func TestNewStagedRecord(t *testing.T) {
 	}
 	if _, err := NewStagedRecord("HS256", t0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("HS256: %v", err)
+	}
+}
+
+// TestObserveSigning: a previous key's retention counts from the last time a probe saw it sign,
+// never shortened; steady observations are not rewritten before the refresh.
+func TestObserveSigning(t *testing.T) {
+	k := testKeys(t)
+	kid := func(n string) string { return k[n].KID }
+	const refresh = 10 * time.Minute
+	retiredUntil := t0.Add(retention)
+	tests := []struct {
+		name        string
+		start       []spec
+		signing     SigningObservation // the stored observation before
+		kids        []string
+		at          time.Time
+		wantChanged bool
+		// wantUntil is K1's publish_until afterwards (zero: K1 is not previous).
+		wantUntil      time.Time
+		wantLastSigned map[string]time.Time
+	}{
+		{name: "the active key signs: first observation is stored", start: []spec{{key: "K1", phase: keys.PhaseActive}},
+			kids: []string{kid("K1")}, at: t0, wantChanged: true, wantLastSigned: map[string]time.Time{"K1": t0}},
+		{name: "the same steady observation within the refresh is not rewritten", start: []spec{{key: "K1", phase: keys.PhaseActive}},
+			signing: SigningObservation{At: t0, KIDs: []string{kid("K1")}}, kids: []string{kid("K1")}, at: t0.Add(refresh - time.Second),
+			wantLastSigned: map[string]time.Time{"K1": {}}},
+		{name: "the same steady observation after the refresh is rewritten", start: []spec{{key: "K1", phase: keys.PhaseActive}},
+			signing: SigningObservation{At: t0, KIDs: []string{kid("K1")}}, kids: []string{kid("K1")}, at: t0.Add(refresh),
+			wantChanged: true, wantLastSigned: map[string]time.Time{"K1": t0.Add(refresh)}},
+		{name: "a previous key still signing: retention counts from the observation", start: []spec{{key: "K2", phase: keys.PhaseActive}, {key: "K1", phase: keys.PhasePrevious, publishUntil: retiredUntil}},
+			signing: SigningObservation{At: t0, KIDs: []string{kid("K1")}}, kids: []string{kid("K1")}, at: t0.Add(time.Minute),
+			wantChanged: true, wantUntil: t0.Add(time.Minute).Add(retention), wantLastSigned: map[string]time.Time{"K1": t0.Add(time.Minute)}},
+		{name: "an older observation never shortens a retention", start: []spec{{key: "K2", phase: keys.PhaseActive}, {key: "K1", phase: keys.PhasePrevious, publishUntil: retiredUntil.Add(time.Hour)}},
+			kids: []string{kid("K1")}, at: t0, wantChanged: true, wantUntil: retiredUntil.Add(time.Hour)},
+		{name: "a roll in progress: both keys sign", start: []spec{{key: "K2", phase: keys.PhaseActive}, {key: "K1", phase: keys.PhasePrevious, publishUntil: retiredUntil}},
+			kids: []string{kid("K1"), kid("K2")}, at: t0.Add(time.Hour), wantChanged: true, wantUntil: t0.Add(time.Hour + retention),
+			wantLastSigned: map[string]time.Time{"K1": t0.Add(time.Hour), "K2": t0.Add(time.Hour)}},
+		{name: "the observed switch: retention counts from the first observation without the key", start: []spec{{key: "K2", phase: keys.PhaseActive}, {key: "K1", phase: keys.PhasePrevious, publishUntil: t0.Add(time.Hour + retention)}},
+			signing: SigningObservation{At: t0.Add(time.Hour), KIDs: []string{kid("K1"), kid("K2")}}, kids: []string{kid("K2")}, at: t0.Add(2 * time.Hour),
+			wantChanged: true, wantUntil: t0.Add(2*time.Hour + retention), wantLastSigned: map[string]time.Time{"K1": {}, "K2": t0.Add(2 * time.Hour)}},
+		{name: "after the switch later observations leave the retention alone", start: []spec{{key: "K2", phase: keys.PhaseActive}, {key: "K1", phase: keys.PhasePrevious, publishUntil: t0.Add(time.Hour + retention)}},
+			signing: SigningObservation{At: t0.Add(time.Hour), KIDs: []string{kid("K2")}}, kids: []string{kid("K2")}, at: t0.Add(2 * time.Hour),
+			wantChanged: true, wantUntil: t0.Add(time.Hour + retention)},
+		{name: "a key in no source is stored as observed only", start: []spec{{key: "K1", phase: keys.PhaseActive}},
+			kids: []string{kid("K3")}, at: t0, wantChanged: true, wantLastSigned: map[string]time.Time{"K1": {}}},
+		{name: "no kids: nothing", start: []spec{{key: "K1", phase: keys.PhaseActive}}, at: t0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := buildState(k, tc.start...)
+			s.Signing = tc.signing
+			changed := s.ObserveSigning(tc.kids, tc.at, retention, refresh)
+			if changed != tc.wantChanged {
+				t.Errorf("changed = %v, want %v", changed, tc.wantChanged)
+			}
+			if changed && (!s.Signing.At.Equal(tc.at) || !slices.Equal(s.Signing.KIDs, tc.kids)) {
+				t.Errorf("stored observation %+v, want %v at %v", s.Signing, tc.kids, tc.at)
+			}
+			if r, _ := s.Lookup(kid("K1")); r.Phase == keys.PhasePrevious && !r.PublishUntil.Equal(tc.wantUntil) {
+				t.Errorf("K1 publishUntil %v, want %v", r.PublishUntil, tc.wantUntil)
+			}
+			for n, want := range tc.wantLastSigned {
+				if r, _ := s.Lookup(kid(n)); !r.LastSigned.Equal(want) {
+					t.Errorf("%s lastSigned %v, want %v", n, r.LastSigned, want)
+				}
+			}
+			back, err := ParseDocument(mustMarshal(t, s))
+			if err != nil {
+				t.Fatalf("round trip: %v", err)
+			}
+			if !back.Signing.At.Equal(s.Signing.At) || !slices.Equal(back.Signing.KIDs, sortedClone(s.Signing.KIDs)) {
+				t.Errorf("round trip changed the observation: %+v → %+v", s.Signing, back.Signing)
+			}
+			for _, r := range s.Keys {
+				if b, _ := back.Lookup(r.KID); !b.LastSigned.Equal(r.LastSigned) {
+					t.Errorf("round trip changed lastSigned of %s", r.KID)
+				}
+			}
+		})
+	}
+}
+
+func sortedClone(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
+func TestOutgoingSigningAndNewestActive(t *testing.T) {
+	k := testKeys(t)
+	s := buildState(k,
+		spec{key: "K1", phase: keys.PhasePrevious, publishUntil: t0},
+		spec{key: "K2", phase: keys.PhaseActive, created: t0.Add(time.Hour)},
+		spec{key: "K3", phase: keys.PhasePrevious, publishUntil: t0})
+	s.Signing = SigningObservation{At: t0, KIDs: []string{k["K1"].KID, k["K2"].KID}}
+	out := s.OutgoingSigning()
+	if len(out) != 1 || out[0].KID != k["K1"].KID {
+		t.Errorf("outgoing signing %v, want K1 only", out)
+	}
+	if r, ok := s.NewestActive(); !ok || r.KID != k["K2"].KID {
+		t.Errorf("newest active %v %v", r, ok)
 	}
 }

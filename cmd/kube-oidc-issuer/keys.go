@@ -198,9 +198,16 @@ func printKeys(w io.Writer, res any) error {
 		if k.InBundle {
 			bundle = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.KID, k.Phase, k.Algorithm, k.Created.Format(time.RFC3339), bundle, until)
+		signing := "-"
+		switch {
+		case k.Signing:
+			signing = "yes"
+		case k.LastSigned != nil:
+			signing = "last " + k.LastSigned.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.KID, k.Phase, k.Algorithm, k.Created.Format(time.RFC3339), bundle, signing, until)
 	}
-	header := func() { fmt.Fprintln(tw, "KID\tPHASE\tALG\tCREATED\tIN BUNDLE\tNEXT") }
+	header := func() { fmt.Fprintln(tw, "KID\tPHASE\tALG\tCREATED\tIN BUNDLE\tSIGNING\tNEXT") }
 	switch v := res.(type) {
 	case admin.KeyList:
 		header()
@@ -210,8 +217,10 @@ func printKeys(w io.Writer, res any) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(w, "\nstate %s, signing key %s, publish lead %s, retention %s\n", v.StateSecret, v.SigningSecret, v.PublishLead, v.Retention)
-		return err
+		if _, err := fmt.Fprintf(w, "\nstate %s, signing key %s, publish lead %s, retention %s\n", v.StateSecret, v.SigningSecret, v.PublishLead, v.Retention); err != nil {
+			return err
+		}
+		return printControlPlane(w, v.ControlPlane)
 	case admin.KeyResult:
 		header()
 		row(v.Key)
@@ -225,7 +234,19 @@ func printKeys(w io.Writer, res any) error {
 		if err == nil {
 			_, err = fmt.Fprintln(w)
 		}
+		if err == nil && v.Result == "promoted" {
+			err = printControlPlane(w, v.ControlPlane)
+		}
 		return err
 	}
 	return fmt.Errorf("unexpected result %T", res)
+}
+
+func printControlPlane(w io.Writer, cp *admin.ControlPlaneSigning) error {
+	if cp == nil {
+		_, err := fmt.Fprintln(w, "control plane signs with: not observed (no signing probe)")
+		return err
+	}
+	_, err := fmt.Fprintf(w, "control plane signs with: %s (seen %s)\n", strings.Join(cp.KIDs, ", "), cp.ObservedAt.Format(time.RFC3339))
+	return err
 }

@@ -247,6 +247,7 @@ func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []k
 	signNS, signName, _ := o.signingRef(so)
 	b.manager, err = lifecycle.NewManager(lifecycle.Config{
 		Secrets:          secrets,
+		Events:           secrets,
 		StateSecret:      lifecycle.Ref{Namespace: stateNS, Name: stateName},
 		SigningSecret:    lifecycle.Ref{Namespace: signNS, Name: signName},
 		MaxTokenLifetime: o.maxTokenLifetime,

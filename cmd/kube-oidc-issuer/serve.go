@@ -41,6 +41,7 @@ type serveOptions struct {
 	mirror         mirrorOptions
 	iam            iamServeOptions
 	rotation       rotationOptions
+	probe          signingProbeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -84,6 +85,7 @@ delivered good keys the documents answer 503.
 	o.mirror.addFlags(f, true)
 	o.iam.addFlags(f)
 	o.rotation.addFlags(f)
+	o.probe.addFlags(f)
 	return cmd
 }
 
@@ -103,6 +105,9 @@ func (o serveOptions) validate() error {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
 	}
 	if err := o.iam.validate(o.docs.IssuerURL); err != nil {
+		return err
+	}
+	if err := o.probe.validate(); err != nil {
 		return err
 	}
 	return o.rotation.validate(o)
@@ -132,6 +137,8 @@ type renderer struct {
 	cfg        documents.Config
 	logger     *slog.Logger
 	publishers []publisher
+	// published learns the kids of every key set that was rendered and published.
+	published *publishedKIDs
 
 	mu         sync.Mutex
 	generation uint64
@@ -149,6 +156,9 @@ func (r *renderer) keySetChanged(set keys.Set) {
 	r.generation++
 	for _, p := range r.publishers {
 		p.Publish(docs)
+	}
+	if r.published != nil {
+		r.published.Publish(set)
 	}
 }
 
@@ -182,7 +192,12 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	r := &renderer{cfg: o.docs, logger: logger, publishers: append([]publisher{srv}, mirrors.publishers()...)}
+	published := &publishedKIDs{}
+	probeReadiness, err := o.probe.setup(logger, o, bg, published, reg, info.UserAgent())
+	if err != nil {
+		return err
+	}
+	r := &renderer{cfg: o.docs, logger: logger, publishers: append([]publisher{srv}, mirrors.publishers()...), published: published}
 	collector, err := keys.NewCollector(logger, r.keySetChanged, sources...)
 	if err != nil {
 		return err
@@ -214,7 +229,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 			}
 			return true, st
 		},
-	}, bg.readiness()}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
+	}, bg.readiness(), probeReadiness}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
 	g.Go(func() error {
 		return server.Serve(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"))
 	})

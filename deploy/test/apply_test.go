@@ -2,7 +2,10 @@ package deploytest
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -138,6 +141,14 @@ func (a *admin) ensureNamespace(t *testing.T, ctx context.Context, name string, 
 func (a *admin) ensureSecret(t *testing.T, ctx context.Context, ns, name string, data map[string][]byte) {
 	t.Helper()
 	_, err := a.cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func (a *admin) ensureServiceAccount(t *testing.T, ctx context.Context, ns, name string) {
+	t.Helper()
+	_, err := a.cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
@@ -295,6 +306,9 @@ type issuerRBAC struct {
 	stateNamespace, state        string // empty: no key lifecycle
 	leaseNamespace, lease        string
 	admin                        bool // TokenReview + SubjectAccessReview
+	// The signing probe's ServiceAccount (empty: the probe is off): the only one the issuer may
+	// mint tokens for.
+	probeNamespace, probe string
 }
 
 func (a *admin) impersonate(t *testing.T, ns, sa string) kubernetes.Interface {
@@ -402,6 +416,108 @@ func (r issuerRBAC) check(t *testing.T, ctx context.Context, a *admin) {
 		User: "someone", NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/admin/v1/keys", Verb: "get"},
 	}}, metav1.CreateOptions{})
 	expect(t, "create subjectaccessreview", r.admin, err)
+
+	r.checkSigningProbe(t, ctx, a, sa)
+	r.checkEvents(t, ctx, a, sa)
+}
+
+// The request signingprobe.TokenRequester makes (not imported: it would pull the issuer's
+// Prometheus dependency into this module).
+const (
+	probeAudience          = "kube-oidc-issuer.signing-probe"
+	probeExpirationSeconds = 600
+)
+
+func probeToken(ctx context.Context, sa kubernetes.Interface, ns, name string) (string, error) {
+	exp := int64(probeExpirationSeconds)
+	tr, err := sa.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{probeAudience}, ExpirationSeconds: &exp},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	return tr.Status.Token, nil
+}
+
+// checkSigningProbe: the issuer gets a token, with a kid to read, for exactly the probe's
+// ServiceAccount; for any other one next to it, or for itself when it is not the probe's, it is
+// refused (a token is a credential: minting one for an arbitrary ServiceAccount is acting as it).
+func (r issuerRBAC) checkSigningProbe(t *testing.T, ctx context.Context, a *admin, sa kubernetes.Interface) {
+	t.Helper()
+	if r.probe != "" {
+		a.ensureServiceAccount(t, ctx, r.probeNamespace, r.probe) // the chart's own exists already
+		tok, err := probeToken(ctx, sa, r.probeNamespace, r.probe)
+		expect(t, "create a token for the probe's ServiceAccount "+r.probeNamespace+"/"+r.probe, true, err)
+		if err == nil {
+			if _, err := tokenKID(tok); err != nil {
+				t.Errorf("probe token: %v", err)
+			}
+		}
+	}
+	forbidden := [][2]string{{r.saNamespace, "unrelated"}}
+	if r.probeNamespace != "" && r.probeNamespace != r.saNamespace {
+		forbidden = append(forbidden, [2]string{r.probeNamespace, "unrelated"})
+	}
+	if r.probeNamespace != r.saNamespace || r.probe != r.sa {
+		forbidden = append(forbidden, [2]string{r.saNamespace, r.sa})
+	}
+	for _, f := range forbidden {
+		a.ensureServiceAccount(t, ctx, f[0], f[1]) // refused by RBAC, not for want of the account
+		_, err := probeToken(ctx, sa, f[0], f[1])
+		expect(t, "create a token for ServiceAccount "+f[0]+"/"+f[1], false, err)
+	}
+}
+
+// checkEvents: with a key lifecycle the leader reports on the state Secret with Events in its
+// namespace, created and then counted with patches as client-go's event recorder does; without
+// one there is nothing to report and no grant.
+func (r issuerRBAC) checkEvents(t *testing.T, ctx context.Context, a *admin, sa kubernetes.Interface) {
+	t.Helper()
+	ns, secret := r.stateNamespace, r.state
+	if r.state == "" {
+		ns, secret = r.saNamespace, "kube-oidc-issuer-lifecycle"
+	}
+	now := metav1.Now()
+	ev, err := sa.CoreV1().Events(ns).Create(ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: secret + "."},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Secret", Namespace: ns, Name: secret},
+		Reason:         "DeployTest",
+		Message:        "deploy test: the issuer may report on its state Secret",
+		Type:           corev1.EventTypeNormal,
+		Source:         corev1.EventSource{Component: "kube-oidc-issuer"},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}, metav1.CreateOptions{})
+	expect(t, "create an event in "+ns, r.state != "", err)
+	if err != nil {
+		return
+	}
+	defer func() { _ = a.cs.CoreV1().Events(ns).Delete(ctx, ev.Name, metav1.DeleteOptions{}) }()
+	patch := fmt.Sprintf(`{"count":2,"lastTimestamp":%q}`, time.Now().UTC().Format(time.RFC3339))
+	_, err = sa.CoreV1().Events(ns).Patch(ctx, ev.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	expect(t, "patch event "+ns+"/"+ev.Name, true, err)
+}
+
+// tokenKID reads the kid from a token's JOSE header without verifying anything, as the signing
+// probe does.
+func tokenKID(token string) (string, error) {
+	header, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return "", errors.New("not a compact JWS")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		return "", fmt.Errorf("token header: %w", err)
+	}
+	var h struct {
+		KID string `json:"kid"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return "", fmt.Errorf("token header: %w", err)
+	}
+	if h.KID == "" {
+		return "", errors.New("token header has no kid")
+	}
+	return h.KID, nil
 }
 
 // checkOperatorRoles binds the two operator ClusterRoles to users and asks the API server, with the

@@ -44,6 +44,7 @@ func TestKustomizeApply(t *testing.T) {
 		signingNamespace: ns, signingKey: "signing-key",
 		stateNamespace: ns, state: "kube-oidc-issuer-lifecycle",
 		leaseNamespace: ns, lease: "kube-oidc-issuer",
+		probeNamespace: ns, probe: "kube-oidc-issuer", // the default: the pod's own
 		admin: true,
 	}
 
@@ -68,7 +69,8 @@ func TestKustomizeApply(t *testing.T) {
 		if !slices.ContainsFunc(warns, func(w string) bool { return strings.Contains(w, "hostPath") && strings.Contains(w, "restricted") }) {
 			t.Errorf("want a Pod Security warning about the hostPath volume, got %q", warns)
 		}
-		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--key-file=/etc/kubernetes/pki/sa.pub", "--leader-elect", "--leader-elect-namespace="+ns)
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--key-file=/etc/kubernetes/pki/sa.pub", "--leader-elect", "--leader-elect-namespace="+ns,
+			"--signing-probe-interval=1m")
 		checkKubeadmPod(t, d)
 		a.podSecurityAdmits(t, ctx, d)
 		a.checkServices(t, ctx, ns, "kube-oidc-issuer", "kube-oidc-issuer-metrics", "")
@@ -86,7 +88,7 @@ func TestKustomizeApply(t *testing.T) {
 		}
 		noWarnings(t, "base", a.apply(t, ctx, objs))
 		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--leader-elect", "--secret=kube-oidc-issuer/signing-key",
-			"--state-secret=kube-oidc-issuer/kube-oidc-issuer-lifecycle", "--admin-listen=:8444")
+			"--state-secret=kube-oidc-issuer/kube-oidc-issuer-lifecycle", "--admin-listen=:8444", "--signing-probe-interval=1m")
 		a.podSecurityAdmits(t, ctx, d) // the namespace enforces "restricted" now
 		a.checkServices(t, ctx, ns, "kube-oidc-issuer", "kube-oidc-issuer-metrics", "kube-oidc-issuer-admin")
 		base.check(t, ctx, a)
@@ -119,7 +121,7 @@ func TestKustomizeApply(t *testing.T) {
 			t.Fatal("the signing-key Role and RoleBinding must be in eksa-system")
 		}
 		noWarnings(t, "eks-anywhere", a.apply(t, ctx, objs))
-		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--secret=eksa-system/prod-sa", "--leader-elect")
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--secret=eksa-system/prod-sa", "--leader-elect", "--signing-probe-interval=1m")
 		a.podSecurityAdmits(t, ctx, d)
 		r := base
 		r.signingNamespace, r.signingKey = "eksa-system", "prod-sa"

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +37,8 @@ import (
 // the applied RBAC: the permissions are not only plausible but sufficient — the replicas elect a
 // leader with the Lease, publish the signing-key Secret, and the admin API stages and promotes a
 // key (update on the state Secret and on the signing-key Secret), for an operator authorized by the
-// manifests' keys-admin ClusterRole and for nobody else.
+// manifests' keys-admin ClusterRole and for nobody else; and the leader's signing probe mints its
+// tokens and reports the key kube-apiserver really signs with.
 func TestServeAsServiceAccount(t *testing.T) {
 	needCluster(t)
 	a := newAdmin(t)
@@ -173,6 +175,11 @@ func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin stri
 			}
 			args = append(args, arg)
 		}
+		if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--signing-probe-service-account=") }) {
+			// In a pod the probe's default ServiceAccount is read from the mounted token; here,
+			// outside a pod, the same one is named.
+			args = append(args, "--signing-probe-service-account="+ns+"/"+full)
+		}
 		r.cmd = exec.Command(bin, args...)
 		r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 		r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -214,6 +221,25 @@ func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin stri
 	}
 	if !strings.HasPrefix(holder, "replica-") {
 		t.Fatalf("Lease %s/%s holder %q", ns, c.lease, holder)
+	}
+
+	// The leader's signing probe, with the rendered RBAC, sees the key kube-apiserver signs with:
+	// the kid of a token the API server mints now. (/readyz stays 200 whatever the probe says, so
+	// only its detail tells.)
+	wantKID, err := tokenKID(mintToken(t, ctx, a, ns, full, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	internals := make([]string, len(replicas))
+	for i, r := range replicas {
+		internals[i] = r.internal
+	}
+	probe, err := waitSigningProbe(ctx, 30*time.Second, internals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probe.ServiceAccount != ns+"/"+full || !slices.Equal(probe.Signing, []string{wantKID}) {
+		t.Errorf("signing probe: serviceAccount %q signing %q, want %q and [%s]", probe.ServiceAccount, probe.Signing, ns+"/"+full, wantKID)
 	}
 
 	// An operator bound to the chart's keys-admin ClusterRole, and one bound to nothing.
@@ -285,6 +311,69 @@ func serveAsServiceAccount(t *testing.T, ctx context.Context, a *admin, bin stri
 			t.Errorf("replica %d logged a forbidden request:\n%s", i, r.logs.String())
 		}
 	}
+}
+
+// signingProbeStatus is the part of /readyz checks.signingProbe the test reads.
+type signingProbeStatus struct {
+	ServiceAccount string   `json:"serviceAccount"`
+	Running        bool     `json:"running"`
+	Signing        []string `json:"signing"`
+	Result         string   `json:"result"`
+	LastError      string   `json:"lastError"`
+	Hint           string   `json:"hint"`
+}
+
+// waitSigningProbe polls the replicas' /readyz until the one that probes (the leader) reports a
+// successful round that saw a signing key.
+func waitSigningProbe(ctx context.Context, timeout time.Duration, internals []string) (signingProbeStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last []string
+	for {
+		last = last[:0]
+		for _, addr := range internals {
+			var body struct {
+				Checks struct {
+					SigningProbe *signingProbeStatus `json:"signingProbe"`
+				} `json:"checks"`
+			}
+			raw, err := get(ctx, "http://"+addr+"/readyz")
+			if err == nil {
+				err = json.Unmarshal(raw, &body)
+			}
+			switch {
+			case err != nil:
+				last = append(last, err.Error())
+			case body.Checks.SigningProbe == nil:
+				last = append(last, "no checks.signingProbe in "+string(raw))
+			default:
+				p := *body.Checks.SigningProbe
+				if p.Running && p.Result == "ok" && len(p.Signing) > 0 {
+					return p, nil
+				}
+				last = append(last, fmt.Sprintf("%+v", p))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return signingProbeStatus{}, fmt.Errorf("no replica reported a successful signing probe: %w (last: %s)", ctx.Err(), strings.Join(last, "; "))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// get returns the body of a GET whatever its status (/readyz answers 503 with details too).
+func get(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
 }
 
 func writeImpersonatingKubeconfig(t *testing.T, dir, ns, sa string) string {

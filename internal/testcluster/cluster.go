@@ -4,14 +4,16 @@
 //
 // Everything the cluster writes goes under Config.WorkDir, which the caller owns:
 //
-//	etcd/                     etcd data (survives RestartAPIServer)
-//	pki/ca.crt                CA of the apiserver's serving certificate
-//	pki/tls.crt, pki/tls.key  serving certificate (IP SAN 127.0.0.1, DNS localhost)
-//	auth/tokens.csv           --token-auth-file with the admin user (group system:masters)
-//	serviceaccount/           signing key and verification keys of the current apiserver
-//	kubeconfig                admin kubeconfig
-//	logs/etcd.log             etcd output
-//	logs/kube-apiserver-N.log output of the Nth kube-apiserver started by this Cluster
+//	etcd/                            etcd data (survives RestartAPIServer)
+//	pki/ca.crt                       CA of the apiserver's serving certificate
+//	pki/tls.crt, pki/tls.key         serving certificate (IP SAN 127.0.0.1, DNS localhost)
+//	auth/tokens.csv                  --token-auth-file with the admin user (group system:masters)
+//	serviceaccount/                  signing key and verification keys of the current apiserver
+//	serviceaccount-extra-N/          the same for the Nth extra apiserver (StartAPIServer)
+//	kubeconfig                       admin kubeconfig
+//	logs/etcd.log                    etcd output
+//	logs/kube-apiserver-N.log        output of the Nth kube-apiserver started by this Cluster
+//	logs/kube-apiserver-extra-N.log  output of the Nth extra apiserver
 //
 // Children run in their own process groups and, on Linux, are killed by the kernel if the process
 // that started them dies, so a crashed test leaves nothing behind. The package is Unix-only.
@@ -106,7 +108,9 @@ type Cluster struct {
 	cfg         Config
 	etcd        *process
 	apiserver   *process
-	incarnation int // how many kube-apiservers this Cluster has started
+	incarnation int          // how many kube-apiservers this Cluster has started
+	extras      []*APIServer // extra apiservers not stopped yet, including ones still starting
+	extraCount  int          // how many extra apiservers StartAPIServer has begun to start
 	stopped     bool
 	stopErr     error
 }
@@ -224,8 +228,9 @@ func (c *Cluster) RestartAPIServer(ctx context.Context, mutate func(*Config)) er
 	return nil
 }
 
-// Stop stops kube-apiserver and then etcd: SIGTERM to each process group, SIGKILL after the grace
-// period. It is idempotent and returns the first call's result.
+// Stop stops the extra apiservers still running (StartAPIServer), kube-apiserver and then etcd:
+// SIGTERM to each process group, SIGKILL after the grace period. It is idempotent and returns the
+// first call's result.
 func (c *Cluster) Stop() error {
 	c.restartLock.Lock()
 	defer c.restartLock.Unlock()
@@ -236,6 +241,11 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopped = true
 	var errs []error
+	// Extras first: an apiserver whose etcd is gone only logs errors until its grace period ends.
+	for _, a := range c.extras {
+		errs = append(errs, a.stop())
+	}
+	c.extras = nil
 	for _, p := range []*process{c.apiserver, c.etcd} {
 		if p != nil {
 			errs = append(errs, p.stop(c.cfg.StopGracePeriod))
@@ -438,26 +448,37 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 // startFirstAPIServer starts kube-apiserver on a fresh port, retrying with another port when the
 // one picked was taken meanwhile.
 func (c *Cluster) startFirstAPIServer(ctx context.Context) error {
+	port, err := onFreePort(c.cfg.Logger, apiserverBin, func(port int) (bool, error) { return c.startAPIServer(ctx, port) })
+	if err != nil {
+		return fmt.Errorf("starting kube-apiserver: %w", err)
+	}
+	c.apiPort = port // fixed from now on: RestartAPIServer reuses it
+	return nil
+}
+
+// onFreePort calls start with a loopback port that was free a moment ago, and again with another
+// one when start reports that the port was taken before the child bound it. It returns the port
+// start succeeded with.
+func onFreePort(log *slog.Logger, component string, start func(port int) (bindFailed bool, err error)) (int, error) {
 	for attempt := 1; ; attempt++ {
 		ports, err := freePorts(1)
 		if err != nil {
-			return fmt.Errorf("starting kube-apiserver: %w", err)
+			return 0, err
 		}
-		bindFailed, err := c.startAPIServer(ctx, ports[0])
+		bindFailed, err := start(ports[0])
 		if err == nil {
-			c.apiPort = ports[0] // fixed from now on: RestartAPIServer reuses it
-			return nil
+			return ports[0], nil
 		}
 		if !bindFailed || attempt == startAttempts {
-			return fmt.Errorf("starting kube-apiserver: %w", err)
+			return 0, err
 		}
-		c.cfg.Logger.Warn("kube-apiserver port taken, retrying on another port", "port", ports[0], "attempt", attempt)
+		log.Warn("port taken, retrying on another port", "component", component, "port", ports[0], "attempt", attempt)
 	}
 }
 
-// startAPIServer writes the service-account key files for the current configuration and starts
-// kube-apiserver on port. On failure the process is stopped, and bindFailed tells whether the
-// port was in use.
+// startAPIServer starts the cluster's own kube-apiserver with the current configuration on port,
+// its keys in the serviceaccount directory. On failure the process is stopped, and bindFailed
+// tells whether the port was in use.
 func (c *Cluster) startAPIServer(ctx context.Context, port int) (bindFailed bool, err error) {
 	c.mu.Lock()
 	cfg := c.cfg
@@ -465,7 +486,37 @@ func (c *Cluster) startAPIServer(ctx context.Context, port int) (bindFailed bool
 	n := c.incarnation
 	c.mu.Unlock()
 
-	signingKey, keyFiles, err := c.writeServiceAccountKeys(cfg)
+	return c.runAPIServer(ctx, cfg, port, apiserverRun{
+		name:    apiserverBin,
+		keyDir:  c.paths.saDir,
+		logPath: filepath.Join(c.paths.logs, fmt.Sprintf("%s-%d.log", apiserverBin, n)),
+		track: func(p *process) error {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.apiserver = p
+			return nil
+		},
+	})
+}
+
+// apiserverRun is what differs between the cluster's own kube-apiserver and an extra one.
+type apiserverRun struct {
+	name    string // component name in logs and errors
+	keyDir  string // receives the service-account key files; emptied first
+	logPath string
+	// track records the process as soon as it runs, so that Stop finds an apiserver that is still
+	// starting, and is called with nil once a process that did not become ready has been stopped.
+	// An error (the cluster was stopped meanwhile) aborts the start.
+	track func(*process) error
+}
+
+// runAPIServer writes cfg's service-account keys into run.keyDir, starts kube-apiserver on port
+// against the cluster's etcd, and waits until it is ready. Every apiserver of the cluster shares
+// the serving certificate (its SAN is 127.0.0.1, whatever the port) and the token file, so one
+// client configuration reaches any of them. On failure the process is stopped, and bindFailed
+// tells whether the port was in use.
+func (c *Cluster) runAPIServer(ctx context.Context, cfg Config, port int, run apiserverRun) (bindFailed bool, err error) {
+	signingKey, keyFiles, err := writeServiceAccountKeys(run.keyDir, cfg)
 	if err != nil {
 		return false, err
 	}
@@ -482,6 +533,8 @@ func (c *Cluster) startAPIServer(ctx context.Context, port int) (bindFailed bool
 		"--token-auth-file=" + c.paths.tokenFile,
 		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.96.0.0/24",
+		// Several apiservers on one etcd (StartAPIServer) would otherwise fight over the
+		// kubernetes Service's endpoints.
 		"--endpoint-reconciler-type=none",
 		"--service-account-signing-key-file=" + signingKey,
 		"--api-audiences=" + cfg.ServiceAccountIssuers[0],
@@ -498,37 +551,35 @@ func (c *Cluster) startAPIServer(ctx context.Context, port int) (bindFailed bool
 	args = append(args, cfg.ExtraAPIServerArgs...)
 
 	began := time.Now()
-	logPath := filepath.Join(c.paths.logs, fmt.Sprintf("%s-%d.log", apiserverBin, n))
-	p, err := startProcess(cfg.Logger, apiserverBin, filepath.Join(cfg.BinDir, apiserverBin), args, logPath)
+	p, err := startProcess(cfg.Logger, run.name, filepath.Join(cfg.BinDir, apiserverBin), args, run.logPath)
 	if err != nil {
 		return false, err
 	}
-	c.mu.Lock()
-	c.apiserver = p
-	c.mu.Unlock()
+	if err := run.track(p); err != nil {
+		_ = p.stop(cfg.StopGracePeriod)
+		return false, err
+	}
 
 	url := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	if err := c.waitReady(ctx, p, cfg.StartTimeout, func(ctx context.Context) error { return c.checkAPIServer(ctx, url) }); err != nil {
 		_ = p.stop(cfg.StopGracePeriod)
-		c.mu.Lock()
-		c.apiserver = nil
-		c.mu.Unlock()
+		_ = run.track(nil)
 		return isBindError(p), err
 	}
-	cfg.Logger.Debug("kube-apiserver ready", "url", url, "took", time.Since(began).Round(time.Millisecond), "log", logPath)
+	cfg.Logger.Debug("kube-apiserver ready", "component", run.name, "url", url, "took", time.Since(began).Round(time.Millisecond), "log", run.logPath)
 	return false, nil
 }
 
-// writeServiceAccountKeys replaces the files in the serviceaccount directory and returns the
-// signing key file and the verification key files (signing key first).
-func (c *Cluster) writeServiceAccountKeys(cfg Config) (signingKey string, keyFiles []string, err error) {
-	if err := os.RemoveAll(c.paths.saDir); err != nil {
+// writeServiceAccountKeys replaces the files in dir and returns the signing key file and the
+// verification key files (signing key first).
+func writeServiceAccountKeys(dir string, cfg Config) (signingKey string, keyFiles []string, err error) {
+	if err := os.RemoveAll(dir); err != nil {
 		return "", nil, fmt.Errorf("clearing service-account key directory: %w", err)
 	}
-	if err := os.MkdirAll(c.paths.saDir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, fmt.Errorf("creating service-account key directory: %w", err)
 	}
-	signingKey = filepath.Join(c.paths.saDir, "signing.key")
+	signingKey = filepath.Join(dir, "signing.key")
 	if err := os.WriteFile(signingKey, cfg.SigningKeyPEM, 0o600); err != nil {
 		return "", nil, fmt.Errorf("writing signing key: %w", err)
 	}
@@ -536,7 +587,7 @@ func (c *Cluster) writeServiceAccountKeys(cfg Config) (signingKey string, keyFil
 	// key's public half must be listed there too, or its own tokens would not verify.
 	keyFiles = []string{signingKey}
 	for i, k := range cfg.VerificationKeysPEM {
-		f := filepath.Join(c.paths.saDir, fmt.Sprintf("verify-%02d.pem", i))
+		f := filepath.Join(dir, fmt.Sprintf("verify-%02d.pem", i))
 		if err := os.WriteFile(f, k, 0o600); err != nil {
 			return "", nil, fmt.Errorf("writing verification key %d: %w", i, err)
 		}

@@ -46,3 +46,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "koi.adminTLSSecretName" -}}
 {{- default (printf "%s-admin-tls" (include "koi.fullname" .)) .Values.admin.tlsSecretName -}}
 {{- end -}}
+
+{{- /* The signing probe runs unless signingProbe.interval is zero ("0s", "0", "0m0s"). */ -}}
+{{- define "koi.signingProbe" -}}
+{{- regexMatch "[1-9]" (toString .Values.signingProbe.interval) -}}
+{{- end -}}
+
+{{- /* The probe's ServiceAccount: signingProbe.serviceAccount (NAMESPACE/NAME), else the chart's. */ -}}
+{{- define "koi.signingProbeNamespace" -}}
+{{- with .Values.signingProbe.serviceAccount }}{{ first (splitList "/" .) }}{{ else }}{{ .Release.Namespace }}{{ end -}}
+{{- end -}}
+
+{{- define "koi.signingProbeName" -}}
+{{- with .Values.signingProbe.serviceAccount }}{{ last (splitList "/" .) }}{{ else }}{{ include "koi.serviceAccountName" $ }}{{ end -}}
+{{- end -}}
