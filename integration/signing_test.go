@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
 
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/admin"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signingprobe"
@@ -33,8 +34,6 @@ const (
 	probeRetention = probeLifetime + probeSkew + probeMaxAge
 	probeLead      = 4 * time.Second
 )
-
-func probeArgs(interval time.Duration) []string { return probeArgsRetaining(interval, probeRetention) }
 
 // probeArgsRetaining sets the token lifetime so that the retention is retention.
 func probeArgsRetaining(interval, retention time.Duration) []string {
@@ -99,6 +98,37 @@ func (r *replica) metric(ctx context.Context, t *testing.T, name string) float64
 	return v
 }
 
+// probedReplica starts a stack whose kube-apiserver signs with a new RSA key K1, and one replica
+// with the key lifecycle and a signing probe (every probeInterval, the given retention), whose
+// probe has seen K1.
+func probedReplica(ctx context.Context, t *testing.T, retention time.Duration) (s *stack, a *replica, k1 signingKey) {
+	t.Helper()
+	k1 = newRSAKey(t, 2048)
+	s = newStack(t, stackOptions{signing: k1})
+	if err := s.issuer.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s.createProbeSA(ctx)
+	a = startReplica(ctx, t, s, "a", true, "", lifecycleArgs(t, s, probeArgsRetaining(probeInterval, retention)...))
+	a.waitSigning(ctx, t, 10*time.Second, k1.kid(t))
+	return s, a, k1
+}
+
+// stageAndPromote stages a key, waits for its publish lead and promotes it.
+func stageAndPromote(ctx context.Context, t *testing.T, ops *admin.Client) admin.KeyResult {
+	t.Helper()
+	staged, err := ops.Stage(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(*staged.Key.PromotableAt) + 100*time.Millisecond)
+	promoted, err := ops.Promote(ctx, staged.Key.KID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return promoted
+}
+
 func (s *stack) createProbeSA(ctx context.Context) {
 	s.t.Helper()
 	if _, err := s.kube.CoreV1().ServiceAccounts(testNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: probeSA}}, metav1.CreateOptions{}); err != nil {
@@ -114,31 +144,15 @@ func (s *stack) createProbeSA(ctx context.Context) {
 func TestSigningProbeKeepsUnrolledKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	k1 := newRSAKey(t, 2048)
+	s, a, k1 := probedReplica(ctx, t, probeRetention)
 	kid1 := k1.kid(t)
-	s := newStack(t, stackOptions{signing: k1})
-	if err := s.issuer.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	s.createProbeSA(ctx)
-	a := startReplica(ctx, t, s, "a", true, "", lifecycleArgs(t, s, probeArgs(probeInterval)...))
-	a.waitSigning(ctx, t, 10*time.Second, kid1)
 	if code, st := a.probeStatus(ctx, t); code != http.StatusOK || st.Fallback || !st.Running || len(st.Unpublished) != 0 {
 		t.Fatalf("/readyz %d, probe %+v", code, st)
 	}
-
 	ops := a.client(t, s, adminStaticToken)
-	staged, err := ops.Stage(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kid2 := staged.Key.KID
-	time.Sleep(time.Until(*staged.Key.PromotableAt) + 100*time.Millisecond)
-	promoted, err := ops.Promote(ctx, kid2, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	promoted := stageAndPromote(ctx, t, ops)
 	promotedAt := time.Now()
+	kid2 := promoted.Key.KID
 	if promoted.ControlPlane == nil || !slices.Equal(promoted.ControlPlane.KIDs, []string{kid1}) || !strings.Contains(promoted.Note, "last seen signing with "+kid1) {
 		t.Fatalf("promote's answer does not say the control plane signs with K1: %+v", promoted)
 	}
@@ -209,8 +223,9 @@ func TestSigningProbeKeepsUnrolledKey(t *testing.T) {
 	switchSeen := time.Now()
 	checkRetainedFromSwitch(t, k1rec, probeRetention, rollStart, rolled, switchSeen)
 	gone := a.waitKIDs(ctx, t, s, probeRetention+15*time.Second, "K1 gone", func(k []string) bool { return !slices.Contains(k, kid1) })
-	t.Logf("K1 left the JWKS %s after the observed switch (retention %s; last seen signing %s before the switch was observed)",
-		time.Since(switchSeen).Round(time.Millisecond), probeRetention, switchSeen.Sub(*k1rec.lastSigned).Round(time.Millisecond))
+	observed := k1rec.publishUntil.Add(-probeRetention)
+	t.Logf("K1 left the JWKS %s after the probe round that observed the switch (retention %s; %s after its publishUntil; last seen signing %s before that round, kube-apiserver restarting meanwhile)",
+		time.Since(observed).Round(time.Millisecond), probeRetention, time.Since(*k1rec.publishUntil).Round(time.Millisecond), observed.Sub(*k1rec.lastSigned).Round(time.Millisecond))
 	if time.Now().Before(*k1rec.publishUntil) {
 		t.Fatalf("K1 left before its publishUntil (after %s)", gone)
 	}
@@ -281,7 +296,7 @@ func TestSigningProbeSignals(t *testing.T) {
 	kubeconfig, _ := s.serviceAccountKubeconfig(ctx, issuerSA)
 	s.grantIssuerRBAC(ctx, issuerSA)
 	s.grantProbeRBAC(ctx, issuerSA, probeSA)
-	a := startReplica(ctx, t, s, "a", true, kubeconfig, lifecycleArgs(t, s, probeArgs(probeInterval)...))
+	a := startReplica(ctx, t, s, "a", true, kubeconfig, lifecycleArgs(t, s, probeArgsRetaining(probeInterval, probeRetention)...))
 	a.waitSigning(ctx, t, 10*time.Second, kid1)
 	if v := a.metric(ctx, t, "kube_oidc_issuer_signing_key_unpublished"); v != 0 {
 		t.Fatalf("unpublished = %v with K1 signing and published", v)
@@ -377,32 +392,13 @@ func (s *stack) grantProbeRBAC(ctx context.Context, sa, probe string) {
 func TestSigningProbeSeesEveryAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	k1 := newRSAKey(t, 2048)
-	kid1 := k1.kid(t)
-	s := newStack(t, stackOptions{signing: k1})
-	if err := s.issuer.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	s.createProbeSA(ctx)
-
-	// The issuer talks to the control plane through the balancer, as it would through a
-	// cloud load balancer in front of the control-plane nodes.
 	// The rolled node takes about 20 s to stop and start again, and the switch is observed as it
 	// stops (the other node answers the probes): a retention longer than that leaves K1 in the
 	// state to look at after the roll.
 	const retention = 40 * time.Second
-	a := startReplica(ctx, t, s, "a", true, "", lifecycleArgs(t, s, probeArgsRetaining(probeInterval, retention)...))
-	a.waitSigning(ctx, t, 10*time.Second, kid1)
-	ops := a.client(t, s, adminStaticToken)
-	staged, err := ops.Stage(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kid2 := staged.Key.KID
-	time.Sleep(time.Until(*staged.Key.PromotableAt) + 100*time.Millisecond)
-	if _, err := ops.Promote(ctx, kid2, false); err != nil {
-		t.Fatal(err)
-	}
+	s, a, k1 := probedReplica(ctx, t, retention)
+	kid1 := k1.kid(t)
+	kid2 := stageAndPromote(ctx, t, a.client(t, s, adminStaticToken)).Key.KID
 
 	// A new control-plane node comes up from the Secret (K2 signs, the bundle verifies); the old
 	// node still signs with K1.
@@ -420,6 +416,8 @@ func TestSigningProbeSeesEveryAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lb.Close()
+	// The issuer talks to the control plane through the balancer, as it would through a cloud
+	// load balancer in front of the control-plane nodes.
 	a.cfg.Args = replaceFlag(a.cfg.Args, "--kubeconfig", balancedKubeconfig(t, s, lb.URL()))
 	a.restart(ctx, t)
 	both := a.waitSigning(ctx, t, 20*time.Second, kid1, kid2)

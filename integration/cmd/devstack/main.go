@@ -130,6 +130,9 @@ func run(ctx context.Context, logger *slog.Logger, port, internalPort int, workD
 			"--kubeconfig", cluster.KubeconfigPath(),
 			"--tls-cert-file", certFile,
 			"--tls-key-file", keyFile,
+			// Outside a pod the probe has no ServiceAccount of its own: use the demo one, so
+			// /readyz shows what the control plane signs with.
+			"--signing-probe-service-account", namespace + "/demo",
 		},
 		PublicPort:   port,
 		InternalPort: internalPort,
