@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authenticationv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/boundedread"
 )
 
 // User is an authenticated caller.
@@ -97,7 +99,7 @@ func LoadStaticToken(path string, logger *slog.Logger) (*StaticToken, error) {
 }
 
 func readStaticToken(path string) ([sha256.Size]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedread.ReadFile(path, 64<<10)
 	if err != nil {
 		return [sha256.Size]byte{}, fmt.Errorf("reading admin token file: %w", err)
 	}

@@ -1,13 +1,18 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,6 +101,46 @@ type entry struct {
 	result string
 }
 
+// internalError is an error answer whose details are for the issuer's log only: handle answers
+// the caller with an opaque message carrying the request ID, and logs err under the same ID.
+// Every 5xx is one, and so is any error that carries transport details (internal URLs, dial
+// errors), which callers — authenticated or not — must never see.
+type internalError struct {
+	status int
+	reason string
+	err    error
+}
+
+func internalResult(status int, reason string, err error) (int, any) {
+	return status, internalError{status: status, reason: reason, err: err}
+}
+
+// opaque is the answer to the caller for an internalError (or any other 5xx): what kind of
+// failure it was, and nothing about where or why.
+func opaque(status int, reason, requestID string) ErrorBody {
+	var what string
+	switch status {
+	case http.StatusInternalServerError:
+		what = "the admin API failed to complete the request"
+	case http.StatusServiceUnavailable:
+		what = "the admin API cannot serve requests right now"
+	case http.StatusGatewayTimeout:
+		what = "the request took too long"
+	default:
+		what = "the request failed (" + strings.ToLower(http.StatusText(status)) + ")"
+	}
+	return ErrorBody{Error: ErrorDetail{Status: status, Reason: reason,
+		Message: fmt.Sprintf("%s; see the issuer's log (request id %s)", what, requestID)}}
+}
+
+// newRequestID names one request in the answer and the audit log, so that an operator can find
+// the details of an opaque error.
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
 // handle authenticates, authorizes, runs fn and writes its answer as JSON, then audits.
 func (a *api) handle(action string, fn func(*http.Request, *entry) (int, any)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -104,10 +149,24 @@ func (a *api) handle(action string, fn func(*http.Request, *entry) (int, any)) h
 		defer cancel()
 		r = r.WithContext(ctx)
 		e := &entry{action: action, kid: chi.URLParam(r, "kid")}
+		id := newRequestID()
 		status, body, outcome := a.serve(r, e, fn)
+		// What the caller is told, and what the log is told.
+		var logged string
+		switch b := body.(type) {
+		case internalError:
+			logged, body = b.err.Error(), opaque(status, b.reason, id)
+		case ErrorBody:
+			logged = b.Error.Message
+			if status >= 500 {
+				body = opaque(status, b.Error.Reason, id)
+			}
+		}
+		w.Header().Set("X-Request-Id", id)
 		writeJSON(w, status, body)
 
 		attrs := []any{
+			"requestId", id,
 			"user", e.user.Name, "groups", e.user.Groups, "via", e.user.Via,
 			"action", e.action, "method", r.Method, "path", r.URL.Path,
 			"status", status, "outcome", outcome,
@@ -119,8 +178,8 @@ func (a *api) handle(action string, fn func(*http.Request, *entry) (int, any)) h
 		if e.force {
 			attrs = append(attrs, "force", true)
 		}
-		if eb, ok := body.(ErrorBody); ok {
-			attrs = append(attrs, "error", eb.Error.Message)
+		if logged != "" {
+			attrs = append(attrs, "error", logged)
 		}
 		level := slog.LevelInfo
 		if status >= 500 {
@@ -142,7 +201,9 @@ func (a *api) serve(r *http.Request, e *entry, fn func(*http.Request, *entry) (i
 		s, b := errorResult(http.StatusUnauthorized, "Unauthorized", "the bearer token is not valid")
 		return s, b, "unauthenticated"
 	case err != nil:
-		s, b := errorResult(http.StatusServiceUnavailable, "ServiceUnavailable", "cannot verify the bearer token: "+err.Error())
+		// The caller is not authenticated yet: it learns that the API is unavailable, never
+		// the API server's address or why it cannot be reached.
+		s, b := internalResult(http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Errorf("cannot verify the bearer token: %w", err))
 		return s, b, "error"
 	}
 	e.user = u
@@ -150,7 +211,7 @@ func (a *api) serve(r *http.Request, e *entry, fn func(*http.Request, *entry) (i
 		verb := strings.ToLower(r.Method)
 		allowed, reason, err := a.cfg.Authorizer.Authorize(r.Context(), u, verb, r.URL.Path)
 		if err != nil {
-			s, b := errorResult(http.StatusServiceUnavailable, "ServiceUnavailable", "cannot authorize the request: "+err.Error())
+			s, b := internalResult(http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Errorf("cannot authorize the request: %w", err))
 			return s, b, "error"
 		}
 		if !allowed {
@@ -205,12 +266,8 @@ func (a *api) stage(r *http.Request, e *entry) (int, any) {
 	if len(body) > maxBody {
 		return errorResult(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "the request body is larger than 64 KiB")
 	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return errorResult(http.StatusBadRequest, "BadRequest", `the body must be JSON like {"algorithm": "RS256"}: `+err.Error())
-		}
+	if err := decodeStrict(body, &req); err != nil {
+		return errorResult(http.StatusBadRequest, "BadRequest", `the body must be one JSON object like {"algorithm": "RS256"}, or empty: `+err.Error())
 	}
 	rec, err := a.cfg.Keys.Stage(r.Context(), req.Algorithm)
 	if err != nil {
@@ -281,6 +338,57 @@ func (a *api) remove(r *http.Request, e *entry) (int, any) {
 	return http.StatusOK, res
 }
 
+// decodeStrict decodes body, when it is not empty, as exactly one JSON object with only known
+// fields, each once. Data after the object and repeated fields are refused rather than resolved:
+// a body such as {"algorithm":"ES256"}{"algorithm":"HS256"} is ambiguous (a proxy, a log or
+// another parser may take the other object or field), and what the caller meant must not be
+// guessed.
+func decodeStrict(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil
+	}
+	if body[0] != '{' {
+		return errors.New("it is not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	end := dec.InputOffset()
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("data after the object at offset %d", end)
+	}
+	return uniqueFields(body)
+}
+
+// uniqueFields refuses a JSON object (already decoded once, so well-formed) that names a field
+// twice; encoding/json would silently keep the last, and it matches names regardless of case.
+func uniqueFields(object []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(object))
+	if _, err := dec.Token(); err != nil { // '{'
+		return err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		if seen[strings.ToLower(name)] {
+			return fmt.Errorf("field %q given twice", name)
+		}
+		seen[strings.ToLower(name)] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // snapshotFor returns a snapshot for decorating a result; a failure only loses the decoration.
 func (a *api) snapshotFor(ctx context.Context) lifecycle.Snapshot {
 	snap, err := a.cfg.Keys.Snapshot(ctx)
@@ -323,19 +431,33 @@ func keyView(r lifecycle.Record, snap lifecycle.Snapshot) Key {
 	return k
 }
 
-// lifecycleError maps the lifecycle's errors to HTTP.
+// lifecycleError maps the lifecycle's errors to HTTP. The lifecycle's own 4xx messages tell the
+// operator what to do and stay in the answer, unless the error carries transport details.
 func lifecycleError(err error) (int, any) {
+	status, reason := http.StatusInternalServerError, "InternalError"
 	switch {
 	case errors.Is(err, lifecycle.ErrNotFound):
-		return errorResult(http.StatusNotFound, "NotFound", err.Error())
+		status, reason = http.StatusNotFound, "NotFound"
 	case errors.Is(err, lifecycle.ErrConflict):
-		return errorResult(http.StatusConflict, "Conflict", err.Error())
+		status, reason = http.StatusConflict, "Conflict"
 	case errors.Is(err, lifecycle.ErrInvalid):
-		return errorResult(http.StatusBadRequest, "BadRequest", err.Error())
+		status, reason = http.StatusBadRequest, "BadRequest"
 	case errors.Is(err, context.DeadlineExceeded):
-		return errorResult(http.StatusGatewayTimeout, "Timeout", err.Error())
+		status, reason = http.StatusGatewayTimeout, "Timeout"
 	}
-	return errorResult(http.StatusInternalServerError, "InternalError", err.Error())
+	if status >= 500 || carriesTransportDetails(err) {
+		return internalResult(status, reason, err)
+	}
+	return errorResult(status, reason, err.Error())
+}
+
+// carriesTransportDetails reports errors that name internal endpoints or how reaching them
+// failed (a client-go request's URL, a dial error, a DNS lookup).
+func carriesTransportDetails(err error) bool {
+	var ue *url.Error
+	var oe *net.OpError
+	var de *net.DNSError
+	return errors.As(err, &ue) || errors.As(err, &oe) || errors.As(err, &de)
 }
 
 func errorResult(status int, reason, msg string) (int, any) {

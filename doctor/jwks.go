@@ -13,6 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 )
 
 func checkJWKSReachable(ctx context.Context, s *state) Result {
@@ -98,6 +99,16 @@ func checkJWKSKeys(_ context.Context, s *state) Result {
 		}
 	}
 	s.keySet = &set
+	if n := len(set.Keys); n > keys.AWSMaxJWKSKeys {
+		// Checked first: with this many keys STS fails whatever else is right. The set stays in
+		// s.keySet so that the token checks still say whether the token's key is among them.
+		detail := fmt.Sprintf("%d keys, more than the %d AWS STS accepts in one JWKS: STS then cannot find the token's kid in it", n, keys.AWSMaxJWKSKeys)
+		if len(problems) > 0 {
+			detail += "; also " + strings.Join(problems, "; ")
+		}
+		return fail(ErrRetrieveKey, fmt.Sprintf("publish at most %d keys: remove keys no longer needed from the key sources (old entries of a verification bundle, keys retired through `keys retire`); serve --legacy-empty-kid publishes every key twice, so drop it once no token without kid is in use. serve warns in its log and kube_oidc_issuer_keyset_keys shows the count", keys.AWSMaxJWKSKeys),
+			"%s", detail)
+	}
 	if len(problems) > 0 {
 		return fail(ErrRetrieveKey, "publish every key with kid, alg and use \"sig\" (what serve renders); a hand-made JWKS needs them too",
 			"%s", strings.Join(problems, "; "))

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
@@ -58,35 +57,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAge < 0 {
 		return fmt.Errorf("max-age %s must not be negative", c.MaxAge)
-	}
-	return nil
-}
-
-// ValidateIssuerURL enforces what makes an issuer usable: relying parties (AWS STS, kube-apiserver's
-// JWT authenticator, go-oidc) compare the token's iss with the discovery document's issuer and with
-// their configured URL byte for byte, so a trailing slash, a query or a fragment breaks verification.
-func ValidateIssuerURL(issuer string) error {
-	const rule = "the issuer URL must equal the tokens' iss claim byte for byte, so it must be an https URL with no query, no fragment and no trailing slash"
-	if issuer == "" {
-		return fmt.Errorf("issuer URL is empty: %s", rule)
-	}
-	u, err := url.Parse(issuer)
-	if err != nil {
-		return fmt.Errorf("issuer URL %q does not parse (%v): %s", issuer, err, rule)
-	}
-	switch {
-	case u.Scheme != "https":
-		return fmt.Errorf("issuer URL %q has scheme %q: %s", issuer, u.Scheme, rule)
-	case u.Host == "":
-		return fmt.Errorf("issuer URL %q has no host: %s", issuer, rule)
-	case u.User != nil:
-		return fmt.Errorf("issuer URL %q contains user information: %s", issuer, rule)
-	case u.RawQuery != "" || u.ForceQuery:
-		return fmt.Errorf("issuer URL %q has a query: %s", issuer, rule)
-	case u.Fragment != "" || strings.Contains(issuer, "#"):
-		return fmt.Errorf("issuer URL %q has a fragment: %s", issuer, rule)
-	case strings.HasSuffix(issuer, "/"):
-		return fmt.Errorf("issuer URL %q ends with a slash: %s (use %q)", issuer, rule, strings.TrimRight(issuer, "/"))
 	}
 	return nil
 }

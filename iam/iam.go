@@ -26,30 +26,31 @@ const (
 	MaxAudienceLength = 255
 )
 
-// ValidateProviderURL holds an issuer URL to AWS IAM's rules for an OpenID Connect provider URL:
-// https, a host, no port, no query, no fragment, no user information, no trailing slash, at most
-// 255 characters. The issuer rules of the documents package apply as well: the provider URL must
-// equal the tokens' iss byte for byte.
+// ValidateProviderURL holds an issuer URL to AWS IAM's rules for an OpenID Connect provider URL on
+// top of the issuer rules every command applies (documents.ValidateIssuerURL: https, a lower-case
+// host, no query, fragment, user information, trailing slash, empty or dot segments): no port,
+// and at most 255 characters. Its errors are *documents.IssuerURLError, like those rules'.
 //
 // moto accepts URLs AWS refuses (http, ports), so this runs before any AWS call.
 func ValidateProviderURL(issuerURL string) error {
 	if err := documents.ValidateIssuerURL(issuerURL); err != nil {
 		return err
 	}
-	const rule = "AWS IAM accepts only https://HOST[/PATH], without port, query or trailing slash"
-	if !strings.HasPrefix(issuerURL, "https://") {
-		// url.Parse lowers the scheme; IAM does not.
-		return fmt.Errorf("issuer URL %q must start with lower-case https://: %s", issuerURL, rule)
-	}
-	u, err := url.Parse(issuerURL)
-	if err != nil {
-		return fmt.Errorf("issuer URL %q does not parse (%v): %s", issuerURL, err, rule)
-	}
-	if u.Port() != "" || strings.HasSuffix(u.Host, ":") {
-		return fmt.Errorf("issuer URL %q has a port: %s (STS connects to port 443)", issuerURL, rule)
+	// The issuer rules leave exactly https://HOST[:PORT][/PATH].
+	hostPort, path, _ := strings.Cut(strings.TrimPrefix(issuerURL, "https://"), "/")
+	if u, err := url.Parse(issuerURL); err == nil && u.Port() != "" {
+		return &documents.IssuerURLError{URL: issuerURL,
+			Problem: fmt.Sprintf("it names port %s", u.Port()),
+			Reason:  "AWS IAM refuses an OpenID Connect provider URL with a port (STS fetches from port 443)",
+			Fix:     fmt.Sprintf("serve the issuer on port 443 (an Ingress or load balancer in front) and use %q", strings.TrimSuffix("https://"+strings.TrimSuffix(hostPort, ":"+u.Port())+"/"+path, "/")),
+		}
 	}
 	if len(issuerURL) > MaxURLLength {
-		return fmt.Errorf("issuer URL is %d characters long: AWS IAM allows at most %d", len(issuerURL), MaxURLLength)
+		return &documents.IssuerURLError{URL: issuerURL,
+			Problem: fmt.Sprintf("it is %d characters long", len(issuerURL)),
+			Reason:  fmt.Sprintf("AWS IAM allows at most %d in an OpenID Connect provider URL", MaxURLLength),
+			Fix:     "use a shorter host or path",
+		}
 	}
 	return nil
 }

@@ -2,42 +2,59 @@ package iam
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 )
 
 func TestValidateProviderURL(t *testing.T) {
+	long := "https://oidc.example.com/" + strings.Repeat("a", 231)
 	tests := []struct {
 		url     string
-		wantErr string // empty: valid
+		wantErr string // empty: valid; "issuer rules": exactly documents.ValidateIssuerURL's error
 	}{
 		{url: "https://oidc.example.com"},
 		{url: "https://oidc.example.com/clusters/prod-1"},
 		{url: "https://s3.eu-west-1.amazonaws.com/my-bucket"},
-		{url: "http://oidc.example.com", wantErr: "scheme"},
-		{url: "HTTPS://oidc.example.com", wantErr: "lower-case https://"},
-		{url: "https://oidc.example.com:8443/x", wantErr: "port"},
-		{url: "https://oidc.example.com:443", wantErr: "port"},
-		{url: "https://oidc.example.com:/x", wantErr: "port"},
-		{url: "https://oidc.example.com/x?a=b", wantErr: "query"},
-		{url: "https://oidc.example.com/x?", wantErr: "query"},
-		{url: "https://oidc.example.com/x#f", wantErr: "fragment"},
-		{url: "https://oidc.example.com/", wantErr: "slash"},
-		{url: "https://oidc.example.com/x/", wantErr: "slash"},
-		{url: "https://user@oidc.example.com", wantErr: "user"},
-		{url: "https:///x", wantErr: "no host"},
-		{url: "", wantErr: "empty"},
-		{url: "https://oidc.example.com/" + strings.Repeat("a", 231), wantErr: "at most 255"},
 		{url: "https://oidc.example.com/" + strings.Repeat("a", 230)}, // exactly 255
+		// IAM's own rules, on top of the issuer rules.
+		{url: "https://oidc.example.com:8443/x",
+			wantErr: `issuer URL "https://oidc.example.com:8443/x": it names port 8443: AWS IAM refuses an OpenID Connect provider URL with a port (STS fetches from port 443); serve the issuer on port 443 (an Ingress or load balancer in front) and use "https://oidc.example.com/x"`},
+		{url: "https://[::1]:8443",
+			wantErr: `issuer URL "https://[::1]:8443": it names port 8443: AWS IAM refuses an OpenID Connect provider URL with a port (STS fetches from port 443); serve the issuer on port 443 (an Ingress or load balancer in front) and use "https://[::1]"`},
+		{url: long,
+			wantErr: `issuer URL "` + long + `": it is 256 characters long: AWS IAM allows at most 255 in an OpenID Connect provider URL; use a shorter host or path`},
+		// The issuer rules come first, with their own message.
+		{url: "http://oidc.example.com", wantErr: "issuer rules"},
+		{url: "HTTPS://oidc.example.com", wantErr: "issuer rules"},
+		{url: "https://oidc.example.com:443", wantErr: "issuer rules"},
+		{url: "https://oidc.example.com:/x", wantErr: "issuer rules"},
+		{url: "https://oidc.example.com/x?a=b", wantErr: "issuer rules"},
+		{url: "https://oidc.example.com/x#f", wantErr: "issuer rules"},
+		{url: "https://oidc.example.com/x/", wantErr: "issuer rules"},
+		{url: "https://oidc.example.com/c/../d", wantErr: "issuer rules"},
+		{url: "https://user@oidc.example.com", wantErr: "issuer rules"},
+		{url: "https:///x", wantErr: "issuer rules"},
+		{url: "", wantErr: "issuer rules"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
+			want := tt.wantErr
+			if want == "issuer rules" {
+				want = documents.ValidateIssuerURL(tt.url).Error()
+			}
 			err := ValidateProviderURL(tt.url)
 			switch {
-			case tt.wantErr == "" && err != nil:
+			case want == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("error %v, want one mentioning %q", err, tt.wantErr)
+			case want != "" && (err == nil || err.Error() != want):
+				t.Fatalf("error\n got %v\nwant %s", err, want)
+			}
+			var ue *documents.IssuerURLError
+			if err != nil && !errors.As(err, &ue) {
+				t.Fatalf("error %#v is not a *documents.IssuerURLError", err)
 			}
 		})
 	}

@@ -58,8 +58,11 @@ type Collector struct {
 	mu       sync.Mutex
 	status   map[string]*SourceStatus
 	lastGood map[string][]Key
-	current  Set
-	hasSet   bool
+	// failing is, for each source whose latest observation failed, when that run of failures
+	// began, so that the recovery can say how long it lasted.
+	failing map[string]time.Time
+	current Set
+	hasSet  bool
 }
 
 // NewCollector returns a collector over sources. onChange is called, serialised, with every Set that
@@ -77,6 +80,7 @@ func NewCollector(logger *slog.Logger, onChange func(Set), sources ...Source) (*
 		now:      time.Now,
 		status:   make(map[string]*SourceStatus, len(sources)),
 		lastGood: make(map[string][]Key, len(sources)),
+		failing:  make(map[string]time.Time, len(sources)),
 	}
 	for _, s := range sources {
 		if _, dup := c.status[s.Name()]; dup {
@@ -125,12 +129,21 @@ func (c *Collector) observe(source string, o Observation) {
 		st.LastError = o.Err.Error()
 		st.LastFailed = now
 		st.Errors++
+		if _, ok := c.failing[source]; !ok {
+			c.failing[source] = now
+		}
 		if st.Ready {
 			c.logger.Warn("key source failed; still publishing its last good keys", "source", source, "error", o.Err, "keys", st.Keys)
 		} else {
 			c.logger.Error("key source has no usable keys yet", "source", source, "error", o.Err)
 		}
 		return
+	}
+	if since, ok := c.failing[source]; ok {
+		// Failures are logged as warnings or errors; without this line the log would end on the
+		// failure and an operator could not tell whether the source is still broken.
+		c.logger.Info("key source recovered", "source", source, "failingFor", now.Sub(since).Round(time.Millisecond), "lastError", st.LastError, "keys", len(o.Keys))
+		delete(c.failing, source)
 	}
 	st.Ready, st.Healthy, st.LastGood, st.Keys = true, true, now, len(o.Keys)
 	c.lastGood[source] = o.Keys
@@ -150,6 +163,15 @@ func (c *Collector) observe(source string, o Observation) {
 	}
 	c.current, c.hasSet = next, true
 	c.logger.Info("key set changed", "source", source, "kids", next.KeyIDs())
+	if next.Len() > AWSMaxJWKSKeys {
+		// Logged here, once per key-set change, rather than per request or render. The set is
+		// published all the same: dropping keys would break every relying party for the tokens
+		// those keys signed, while AWS alone suffers from too many (see AWSMaxJWKSKeys).
+		// --legacy-empty-kid doubles the JWKS entries; the collector does not know about it, so
+		// between 51 and 100 keys with it only doctor's jwks-keys check notices.
+		c.logger.Warn("publishing more keys than AWS STS accepts in one JWKS; STS rejects tokens with \"Couldn't retrieve verification key\" until keys are removed",
+			"keys", next.Len(), "awsLimit", AWSMaxJWKSKeys, "fix", "remove keys no longer needed from the key sources (old entries of a verification bundle, retired lifecycle keys)")
+	}
 	// onChange runs under the lock so that sets are delivered in order.
 	c.onChange(next)
 }

@@ -486,3 +486,148 @@ func TestCollectorConcurrentSources(t *testing.T) {
 		}
 	}
 }
+
+// logRecords captures a logger's records for assertions.
+type logRecords struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+// matching returns the records at level whose message contains msg, each as "attr=value ...".
+func (l *logRecords) matching(level slog.Level, msg string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.records {
+		if r.Level != level || !strings.Contains(r.Message, msg) {
+			continue
+		}
+		var attrs []string
+		r.Attrs(func(a slog.Attr) bool {
+			attrs = append(attrs, a.Key+"="+a.Value.String())
+			return true
+		})
+		out = append(out, strings.Join(attrs, " "))
+	}
+	return out
+}
+
+func startLoggingCollector(t *testing.T, logs *logRecords, rec *recorder, sources ...keys.Source) *keys.Collector {
+	t.Helper()
+	c, err := keys.NewCollector(slog.New(logs), rec.onChange, sources...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+// TestCollectorLogsRecovery: a source that failed and then delivers good keys again says so at
+// info ("key source recovered", with what it recovered from); before, the log ended on the
+// failure and nobody could tell from it whether the source was still broken.
+func TestCollectorLogsRecovery(t *testing.T) {
+	k := ecKeys(t, 2)
+	boom := errors.New("reading key file /pki/sa.pub: is a named pipe (FIFO), not a regular file")
+	type step struct {
+		good bool // else a failure with boom
+		keys []keys.Key
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		want  int // "key source recovered" lines
+	}{
+		{"good only", []step{{good: true, keys: []keys.Key{active(k[0])}}, {good: true, keys: []keys.Key{active(k[1])}}}, 0},
+		{"fails, recovers", []step{{good: true, keys: []keys.Key{active(k[0])}}, {}, {}, {good: true, keys: []keys.Key{active(k[1])}}}, 1},
+		{"recovers with the same keys", []step{{good: true, keys: []keys.Key{active(k[0])}}, {}, {good: true, keys: []keys.Key{active(k[0])}}}, 1},
+		{"never good, then good", []step{{}, {good: true, keys: []keys.Key{active(k[0])}}}, 1},
+		{"fails, recovers, fails, recovers", []step{{good: true, keys: []keys.Key{active(k[0])}}, {}, {good: true, keys: []keys.Key{active(k[0])}}, {}, {good: true, keys: []keys.Key{active(k[1])}}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logRecords{}
+			src := newFakeSource("file//pki/sa.pub")
+			startLoggingCollector(t, logs, &recorder{}, src)
+			for _, s := range tc.steps {
+				if s.good {
+					src.good(t, s.keys...)
+				} else {
+					src.bad(t, boom)
+				}
+			}
+			got := logs.matching(slog.LevelInfo, "key source recovered")
+			if len(got) != tc.want {
+				t.Fatalf("%d recovery lines %q, want %d", len(got), got, tc.want)
+			}
+			for _, line := range got {
+				for _, want := range []string{"source=file//pki/sa.pub", "lastError=" + boom.Error(), "failingFor="} {
+					if !strings.Contains(line, want) {
+						t.Errorf("recovery line %q lacks %q", line, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCollectorWarnsAboveAWSKeyLimit: AWS STS accepts at most 100 keys in a JWKS. A larger set is
+// still published (dropping keys would break every relying party for them) but warned about, once
+// per key-set change, not per observation.
+func TestCollectorWarnsAboveAWSKeyLimit(t *testing.T) {
+	k := ecKeys(t, keys.AWSMaxJWKSKeys+2)
+	asKeys := func(n int) []keys.Key {
+		out := make([]keys.Key, n)
+		for i := range n {
+			out[i] = published(k[i])
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		counts []int // successive observations, by number of keys
+		warns  int
+	}{
+		{"at the limit", []int{keys.AWSMaxJWKSKeys}, 0},
+		{"above the limit", []int{keys.AWSMaxJWKSKeys + 1}, 1},
+		{"the same set again", []int{keys.AWSMaxJWKSKeys + 1, keys.AWSMaxJWKSKeys + 1}, 1},
+		{"each change above the limit", []int{keys.AWSMaxJWKSKeys + 1, keys.AWSMaxJWKSKeys + 2}, 2},
+		{"back under the limit", []int{keys.AWSMaxJWKSKeys + 1, 3}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logRecords{}
+			rec := &recorder{}
+			src := newFakeSource("secret/ns/big")
+			startLoggingCollector(t, logs, rec, src)
+			for _, n := range tc.counts {
+				src.good(t, asKeys(n)...)
+			}
+			if got := rec.last(t).Len(); got != tc.counts[len(tc.counts)-1] {
+				t.Errorf("published %d keys, want all %d: the limit must not drop keys", got, tc.counts[len(tc.counts)-1])
+			}
+			got := logs.matching(slog.LevelWarn, "more keys than AWS STS accepts")
+			if len(got) != tc.warns {
+				t.Fatalf("%d warnings %q, want %d", len(got), got, tc.warns)
+			}
+			for _, line := range got {
+				if !strings.Contains(line, "awsLimit=100") {
+					t.Errorf("warning %q lacks the limit", line)
+				}
+			}
+		})
+	}
+}

@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/boundedread"
 )
 
 const (
@@ -185,13 +186,17 @@ func (r *CertReloader) reloadAndLog(why string) {
 	}
 }
 
+// maxPEMFile bounds a certificate chain or key file; real ones are a few kilobytes.
+const maxPEMFile = 1 << 20
+
 // reload reads and parses the pair and, if it is new and usable, puts it in service.
 func (r *CertReloader) reload() (changed bool, err error) {
-	certPEM, err := os.ReadFile(r.certFile)
+	// A FIFO or device put at either path must not freeze the reloader.
+	certPEM, err := boundedread.ReadFile(r.certFile, maxPEMFile)
 	if err != nil {
 		return false, fmt.Errorf("reading TLS certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(r.keyFile)
+	keyPEM, err := boundedread.ReadFile(r.keyFile, maxPEMFile)
 	if err != nil {
 		return false, fmt.Errorf("reading TLS key: %w", err)
 	}

@@ -9,8 +9,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/boundedread"
 )
 
 // tlsFixture runs a CertReloader and a TLS listener on 127.0.0.1 serving through it.
@@ -240,6 +243,21 @@ func TestNewCertReloaderRefusesUnusablePair(t *testing.T) {
 	certFile, keyFile := dir.paths()
 	if _, err := NewCertReloader(certFile, keyFile, nil); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing files: error %v, want one wrapping os.ErrNotExist", err)
+	}
+	// A named pipe at the certificate path is refused at once: opening it for a plain read would
+	// block the reloader until a writer appears.
+	if err := syscall.Mkfifo(certFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := NewCertReloader(certFile, keyFile, nil); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, boundedread.ErrNotRegular) {
+			t.Errorf("FIFO at the certificate path: error %v, want one for a file that is not regular", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("NewCertReloader blocked on a FIFO at the certificate path")
 	}
 }
 

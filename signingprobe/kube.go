@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"strings"
-	"syscall"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/boundedread"
 )
 
 // Audience is the only audience of probe tokens: no relying party accepts it, so a probe token that
@@ -110,7 +109,7 @@ func OwnServiceAccount() (string, bool) {
 }
 
 func ownServiceAccount(tokenFile string) (string, bool) {
-	raw, err := readSmallFile(tokenFile, 16<<10)
+	raw, err := boundedread.ReadFile(tokenFile, 16<<10)
 	if err != nil {
 		return "", false
 	}
@@ -127,22 +126,4 @@ func ownServiceAccount(tokenFile string) (string, bool) {
 		return "", false
 	}
 	return ns + "/" + name, true
-}
-
-// readSmallFile reads a regular file of at most limit bytes. It never blocks on a FIFO or a device
-// put at the path: it opens without blocking and checks what it opened before reading.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() || st.Size() > limit {
-		return nil, fmt.Errorf("%s is not a regular file of at most %d bytes", path, limit)
-	}
-	return io.ReadAll(io.LimitReader(f, limit))
 }

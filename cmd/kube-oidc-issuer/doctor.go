@@ -23,6 +23,7 @@ import (
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/iam/oidcprovider"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/iam/thumbprint"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/boundedread"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
@@ -114,8 +115,11 @@ too); STS itself trusts only public CAs and the registered thumbprints.`,
 }
 
 func runDoctor(ctx context.Context, cmd *cobra.Command, o doctorOptions) error {
-	if o.issuerURL == "" {
-		return errors.New("--issuer-url is required")
+	if err := validateIssuerURLFlag(o.issuerURL); err != nil {
+		return err
+	}
+	if err := validatePositive("timeout", o.timeout); err != nil {
+		return err
 	}
 	if o.output != "text" && o.output != "json" {
 		return fmt.Errorf("--output %q: use text or json", o.output)
@@ -135,7 +139,7 @@ func runDoctor(ctx context.Context, cmd *cobra.Command, o doctorOptions) error {
 	}
 	cfg.SigningProbe, cfg.SigningSecret = probe, secret
 	if o.tokenFile != "" {
-		b, err := os.ReadFile(o.tokenFile)
+		b, err := boundedread.ReadFile(o.tokenFile, keys.MaxFileSize)
 		if err != nil {
 			return fmt.Errorf("reading --token: %w", err)
 		}
@@ -176,7 +180,7 @@ func runDoctor(ctx context.Context, cmd *cobra.Command, o doctorOptions) error {
 
 // caPool is the system roots plus the certificates in file.
 func caPool(file string) (*x509.CertPool, error) {
-	pemBytes, err := os.ReadFile(file)
+	pemBytes, err := boundedread.ReadFile(file, keys.MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading --ca-file: %w", err)
 	}

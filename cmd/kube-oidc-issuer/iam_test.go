@@ -35,7 +35,7 @@ func TestIAMCommandsRefuseBeforeCallingAWS(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{"register without URL", []string{"register"}, "issuer URL is empty"},
+		{"register without URL", []string{"register"}, "--issuer-url is required"},
 		{"register with port", []string{"register", "--issuer-url", "https://oidc.example.com:8443", "--thumbprint", tp}, "port"},
 		{"register with trailing slash", []string{"register", "--issuer-url", "https://oidc.example.com/", "--thumbprint", tp}, "slash"},
 		{"register http", []string{"register", "--issuer-url", "http://oidc.example.com", "--thumbprint", tp}, "scheme"},

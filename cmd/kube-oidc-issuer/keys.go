@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/admin"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/boundedread"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 )
 
 // keysOptions are the flags every `keys` subcommand shares.
@@ -111,6 +112,9 @@ func (o *keysOptions) run(cmd *cobra.Command, call func(context.Context, *admin.
 	if o.output != "table" && o.output != "json" {
 		return fmt.Errorf("--output %q: use table or json", o.output)
 	}
+	if err := validatePositive("timeout", o.timeout); err != nil {
+		return err
+	}
 	client, err := o.client()
 	if err != nil {
 		return err
@@ -141,7 +145,7 @@ func (o *keysOptions) client() (*admin.Client, error) {
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.caFile != "" {
-		pem, err := os.ReadFile(o.caFile)
+		pem, err := boundedread.ReadFile(o.caFile, keys.MaxFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("reading --admin-ca-file: %w", err)
 		}
@@ -155,7 +159,7 @@ func (o *keysOptions) client() (*admin.Client, error) {
 	token := o.token
 	switch {
 	case o.tokenFile != "":
-		b, err := os.ReadFile(o.tokenFile)
+		b, err := boundedread.ReadFile(o.tokenFile, keys.MaxFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("reading --token-file: %w", err)
 		}

@@ -16,6 +16,14 @@ func main() {
 	setGCDefaults()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The first SIGINT/SIGTERM ends ctx and every command winds down through it (serve drains
+	// its listeners). While NotifyContext holds the signals they no longer terminate the process,
+	// so once ctx has ended the default handling is restored: should a command still be stuck
+	// in something ctx cannot interrupt, a second signal ends the process.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	cmd := newRootCommand(os.Stdout, os.Stderr)
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

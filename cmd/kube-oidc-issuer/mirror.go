@@ -64,8 +64,10 @@ func (o mirrorOptions) endpoint() string {
 // the network (URLs, bucket names, issuer URL against bucket and prefix) and loads the AWS
 // configuration, but contacts no store.
 func (o mirrorOptions) sinks(ctx context.Context, issuerURL string) ([]storage.Sink, error) {
-	if o.withInterval && o.reconcile <= 0 {
-		return nil, fmt.Errorf("--mirror-interval %s must be positive", o.reconcile)
+	if o.withInterval {
+		if err := validatePositive("mirror-interval", o.reconcile); err != nil {
+			return nil, err
+		}
 	}
 	var out []storage.Sink
 	seen := map[string]bool{}
@@ -224,14 +226,17 @@ contacting any store.`,
 }
 
 func runMirror(ctx context.Context, logger *slog.Logger, out io.Writer, o mirrorCommandOptions) error {
+	if err := validateIssuerURLFlag(o.docs.IssuerURL); err != nil {
+		return err
+	}
 	if err := o.docs.Validate(); err != nil {
 		return err
 	}
 	if len(o.mirror.targets) == 0 {
 		return errors.New("no --mirror target: give s3://BUCKET[/PREFIX] or file:///DIR")
 	}
-	if o.timeout <= 0 {
-		return fmt.Errorf("--timeout %s must be positive", o.timeout)
+	if err := validatePositive("timeout", o.timeout); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()

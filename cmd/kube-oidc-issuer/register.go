@@ -169,6 +169,10 @@ are printed by "kube-oidc-issuer iam-policy".`,
 }
 
 func runRegister(ctx context.Context, cmd *cobra.Command, logger *slog.Logger, o registerOptions) error {
+	if err := validateIssuerURLFlag(o.issuerURL); err != nil {
+		return err
+	}
+	// AWS IAM's rules on top of the issuer rules: no port, at most 255 characters.
 	if err := iam.ValidateProviderURL(o.issuerURL); err != nil {
 		return fmt.Errorf("--issuer-url: %w", err)
 	}
@@ -178,6 +182,9 @@ func runRegister(ctx context.Context, cmd *cobra.Command, logger *slog.Logger, o
 		}
 	}
 	if err := o.reg.validate(""); err != nil {
+		return err
+	}
+	if err := validatePositive("timeout", o.timeout); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)

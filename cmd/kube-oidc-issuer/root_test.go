@@ -64,6 +64,8 @@ func TestJWKSCommand(t *testing.T) {
 		{name: "no key", args: nil, wantErr: "no key given"},
 		{name: "missing file", args: []string{"--public-key", "/nonexistent/sa.pub"}, wantErr: "/nonexistent/sa.pub"},
 		{name: "garbage", args: []string{"--public-key", "-"}, stdin: "not a key", wantErr: "-: no PEM block found"},
+		{name: "stdin larger than 1 MiB", args: []string{"--public-key", "-"}, stdin: strings.Repeat("A", 1<<20+1), wantErr: "reading key file - (standard input): larger than 1 MiB"},
+		{name: "directory", args: []string{"--public-key", "."}, wantErr: "reading key file .: is a directory, not a regular file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,8 +130,8 @@ func TestDiscoveryCommand(t *testing.T) {
 			want: `{"issuer":"https://oidc.example.com","jwks_uri":"https://oidc.example.com/openid/v1/jwks","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["ES256","RS256"]}` + "\n",
 		},
 		{name: "trailing slash", args: []string{"--issuer-url", "https://oidc.example.com/", "--public-key", rsaTestKey}, wantErr: `ends with a slash`},
-		{name: "http", args: []string{"--issuer-url", "http://oidc.example.com", "--public-key", rsaTestKey}, wantErr: `byte for byte`},
-		{name: "no issuer", args: []string{"--public-key", rsaTestKey}, wantErr: "issuer URL is empty"},
+		{name: "http", args: []string{"--issuer-url", "http://oidc.example.com", "--public-key", rsaTestKey}, wantErr: `only over HTTPS`},
+		{name: "no issuer", args: []string{"--public-key", rsaTestKey}, wantErr: "--issuer-url is required"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -90,6 +90,9 @@ delivered good keys the documents answer 503.
 }
 
 func (o serveOptions) validate() error {
+	if err := validateIssuerURLFlag(o.docs.IssuerURL); err != nil {
+		return err
+	}
 	if err := o.docs.Validate(); err != nil {
 		return err
 	}

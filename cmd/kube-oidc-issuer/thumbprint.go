@@ -28,6 +28,11 @@ can be pinned knowingly with register --thumbprint.`,
   kube-oidc-issuer thumbprint s3.eu-west-1.amazonaws.com`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Before any network I/O: a deadline already passed would surface as "host
+			// unreachable ... i/o timeout".
+			if err := validatePositive("timeout", timeout); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			res, err := (&thumbprint.Fetcher{Timeout: timeout}).Fetch(ctx, args[0])

@@ -86,6 +86,10 @@ Without --account-id the account (and partition) of the current AWS credentials 
 }
 
 func runTrustPolicy(ctx context.Context, stdout, stderr io.Writer, o trustPolicyOptions, newSTS func(context.Context) (callerIdentityAPI, error)) error {
+	if err := validateIssuerURLFlag(o.issuerURL); err != nil {
+		return err
+	}
+	// AWS IAM's rules on top of the issuer rules: no port, at most 255 characters.
 	if err := iam.ValidateProviderURL(o.issuerURL); err != nil {
 		return fmt.Errorf("--issuer-url: %w", err)
 	}

@@ -103,7 +103,8 @@ type Fetcher struct {
 	// RootCAs are trusted to verify the presented chain (and an https proxy's certificate). Nil
 	// means the system roots, which honour SSL_CERT_FILE and SSL_CERT_DIR.
 	RootCAs *x509.CertPool
-	// Timeout bounds a fetch when ctx has no earlier deadline; zero means DefaultTimeout.
+	// Timeout bounds a fetch when ctx has no earlier deadline; zero means DefaultTimeout, and a
+	// negative value is an error.
 	Timeout time.Duration
 	// DialContext opens TCP connections (to the host or the proxy); nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
@@ -121,13 +122,21 @@ func (f *Fetcher) Fetch(ctx context.Context, target string) (*Result, error) {
 		return nil, err
 	}
 	timeout := f.Timeout
-	if timeout <= 0 {
+	switch {
+	case timeout < 0:
+		return nil, fmt.Errorf("thumbprint of %s: the timeout %s must not be negative", target, timeout)
+	case timeout == 0:
 		timeout = DefaultTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	addr := net.JoinHostPort(host, port)
+	// A context that ended before anything was sent is the caller's limit, not the host's fault:
+	// dialing would fail at once and be reported as ErrUnreachable ("i/o timeout").
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("thumbprint of %s: gave up before connecting: %w", addr, context.Cause(ctx))
+	}
 	res := &Result{Host: host, Address: addr}
 	conn, err := f.connect(ctx, res)
 	if err != nil {

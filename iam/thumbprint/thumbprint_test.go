@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -403,6 +404,52 @@ func TestFetchErrors(t *testing.T) {
 			var ce *CertificateError
 			if errors.As(err, &ce) && ce.Result.Thumbprint != sha1Hex(c.inter.Certificate()) {
 				t.Errorf("untrusted chain reported with thumbprint %s, want %s", ce.Result.Thumbprint, sha1Hex(c.inter.Certificate()))
+			}
+		})
+	}
+}
+
+// TestFetchLimitsAreNotNetworkErrors: a timeout that cannot work, or a context that ended before
+// anything was sent, is the caller's mistake: it is reported as such, without dialing, and never
+// as ErrUnreachable ("i/o timeout"), which would send an operator looking at DNS and firewalls.
+func TestFetchLimitsAreNotNetworkErrors(t *testing.T) {
+	expired, cancel := context.WithTimeout(t.Context(), 0)
+	defer cancel()
+	canceled, cancel2 := context.WithCancel(t.Context())
+	cancel2()
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		timeout time.Duration
+		wantErr error
+		want    string
+	}{
+		{name: "negative timeout", ctx: t.Context(), timeout: -time.Second,
+			want: "thumbprint of oidc.example.com: the timeout -1s must not be negative"},
+		{name: "deadline already passed", ctx: expired, wantErr: context.DeadlineExceeded,
+			want: "thumbprint of oidc.example.com:443: gave up before connecting: context deadline exceeded"},
+		{name: "canceled", ctx: canceled, wantErr: context.Canceled,
+			want: "thumbprint of oidc.example.com:443: gave up before connecting: context canceled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dialed := false
+			f := &Fetcher{Proxy: noProxy, Timeout: tt.timeout, DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				dialed = true
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%s: i/o timeout", addr)}
+			}}
+			_, err := f.Fetch(tt.ctx, "oidc.example.com")
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("error %v, want %s", err, tt.want)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("error %v is not %v", err, tt.wantErr)
+			}
+			if errors.Is(err, ErrUnreachable) || errors.Is(err, ErrTLS) {
+				t.Errorf("error %v blames the host", err)
+			}
+			if dialed {
+				t.Error("dialed although the fetch could not succeed")
 			}
 		})
 	}

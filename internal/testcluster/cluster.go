@@ -76,12 +76,19 @@ type Config struct {
 	// discovery document (must be https). Optional.
 	ServiceAccountJWKSURI string
 	// SigningKeyPEM is the private key (PKCS #1, PKCS #8 or SEC 1 PEM) that signs service-account
-	// tokens. Required. Its public half is always published in the JWKS.
+	// tokens. Required unless ServiceAccountSigningEndpoint is set. Its public half is always
+	// published in the JWKS.
 	SigningKeyPEM []byte
 	// VerificationKeysPEM are extra keys (public or private PEM) that verify tokens and are
 	// published in the JWKS, each passed as a --service-account-key-file after the signing key:
 	// for instance the previous signing key during a rotation.
 	VerificationKeysPEM [][]byte
+	// ServiceAccountSigningEndpoint is the unix socket of an external JWT signer (KEP-740),
+	// passed as --service-account-signing-endpoint: the signer signs tokens and supplies the
+	// verification keys. kube-apiserver refuses it together with key files, so SigningKeyPEM and
+	// VerificationKeysPEM must then be empty. The signer must be serving before the apiserver
+	// starts: kube-apiserver fetches its keys during start-up.
+	ServiceAccountSigningEndpoint string
 	// ExtraAPIServerArgs are appended to the kube-apiserver command line, after ours.
 	ExtraAPIServerArgs []string
 
@@ -334,9 +341,7 @@ func (cfg Config) validate() error {
 	if len(cfg.ServiceAccountIssuers) == 0 {
 		errs = append(errs, errors.New("at least one ServiceAccountIssuer is required"))
 	}
-	if b, _ := pem.Decode(cfg.SigningKeyPEM); b == nil || !strings.Contains(b.Type, "PRIVATE KEY") {
-		errs = append(errs, errors.New("SigningKeyPEM must hold a PEM private key"))
-	}
+	errs = append(errs, cfg.signingErrors()...)
 	for i, k := range cfg.VerificationKeysPEM {
 		if b, _ := pem.Decode(k); b == nil {
 			errs = append(errs, fmt.Errorf("VerificationKeysPEM[%d] is not PEM", i))
@@ -516,7 +521,7 @@ type apiserverRun struct {
 // client configuration reaches any of them. On failure the process is stopped, and bindFailed
 // tells whether the port was in use.
 func (c *Cluster) runAPIServer(ctx context.Context, cfg Config, port int, run apiserverRun) (bindFailed bool, err error) {
-	signingKey, keyFiles, err := writeServiceAccountKeys(run.keyDir, cfg)
+	signingArgs, err := serviceAccountSigningArgs(run.keyDir, cfg)
 	if err != nil {
 		return false, err
 	}
@@ -536,14 +541,11 @@ func (c *Cluster) runAPIServer(ctx context.Context, cfg Config, port int, run ap
 		// Several apiservers on one etcd (StartAPIServer) would otherwise fight over the
 		// kubernetes Service's endpoints.
 		"--endpoint-reconciler-type=none",
-		"--service-account-signing-key-file=" + signingKey,
 		"--api-audiences=" + cfg.ServiceAccountIssuers[0],
 	}
+	args = append(args, signingArgs...)
 	for _, iss := range cfg.ServiceAccountIssuers {
 		args = append(args, "--service-account-issuer="+iss)
-	}
-	for _, f := range keyFiles {
-		args = append(args, "--service-account-key-file="+f)
 	}
 	if cfg.ServiceAccountJWKSURI != "" {
 		args = append(args, "--service-account-jwks-uri="+cfg.ServiceAccountJWKSURI)

@@ -15,19 +15,25 @@
 // so that missed events, an unwatchable directory, or a symlink pointing elsewhere still converge.
 // An observation is reported only when the content or the error changed, and an error only once two
 // reads 100 ms apart agree on it, so that a file caught half-way through a non-atomic write is not
-// reported as broken.
+// reported as broken. An empty file must stay empty for 5 s before it is reported: overwriting a
+// file in place (`kubectl get secret ... > sa.pub`, `cp`) truncates it first and writes the new
+// content only once the writer has it, which can take a second or more.
+//
+// Reading never stalls the source. The file is opened without blocking and must be a regular file
+// of at most keys.MaxFileSize bytes (keys.ReadFile), so a FIFO, a device or a huge file put at the
+// path is an error observation like any other, and the last good keys stay published. A read that
+// still hangs (a regular file on a network or FUSE file system that stopped answering) is given up
+// after 10 s and reported as an error; it is not started again while it is still hanging.
 package filesource
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -40,20 +46,31 @@ import (
 const (
 	// DefaultInterval is how often the file is re-read even without a file-system event.
 	DefaultInterval = time.Minute
-	// maxFileSize bounds what is read: key files are a few KiB.
-	maxFileSize = 1 << 20
 	// defaultSettle is how long a burst of events must be quiet before the file is re-read, so
 	// that a file being written is not read half-way.
 	defaultSettle = 100 * time.Millisecond
+	// defaultEmptyGrace is how long an empty file must stay empty before it is reported. A file
+	// overwritten in place is empty from the truncation until the writer writes, and a writer
+	// such as `kubectl get secret ... | base64 -d > sa.pub` first waits for the API server (and
+	// perhaps an exec credential plugin), which takes a second or two. Waiting costs nothing: the
+	// last good keys stay published meanwhile, only the error is reported later.
+	defaultEmptyGrace = 5 * time.Second
+	// defaultReadTimeout is how long a read may take before the source gives up on it and
+	// reports an error. A local key file reads in microseconds; only a hung file system takes
+	// this long.
+	defaultReadTimeout = 10 * time.Second
 )
 
 // Source is a keys.Source that reads one key file.
 type Source struct {
-	path     string
-	logger   *slog.Logger
-	interval time.Duration
-	settle   time.Duration
-	notify   bool // use fsnotify; tests turn it off to exercise the periodic re-read alone
+	path        string
+	logger      *slog.Logger
+	interval    time.Duration
+	settle      time.Duration
+	emptyGrace  time.Duration
+	readTimeout time.Duration
+	notify      bool                         // use fsnotify; tests turn it off to exercise the periodic re-read alone
+	readFile    func(string) ([]byte, error) // keys.ReadFile; tests stand in a read that hangs
 }
 
 var _ keys.Source = (*Source)(nil)
@@ -76,7 +93,8 @@ func New(path string, logger *slog.Logger, opts ...Option) *Source {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{path: path, interval: DefaultInterval, settle: defaultSettle, notify: true}
+	s := &Source{path: path, interval: DefaultInterval, settle: defaultSettle, emptyGrace: defaultEmptyGrace,
+		readTimeout: defaultReadTimeout, notify: true, readFile: keys.ReadFile}
 	s.logger = logger.With("source", s.Name())
 	for _, o := range opts {
 		o(s)
@@ -135,7 +153,7 @@ func (s *Source) Run(ctx context.Context, report func(keys.Observation)) error {
 	// so a directory that never goes quiet (a log file next to the key) cannot postpone the
 	// re-read for ever.
 	settle := time.NewTimer(s.settle)
-	settling := s.check(&st, report)
+	settling := s.check(ctx, &st, report)
 	if !settling {
 		settle.Stop()
 	}
@@ -170,14 +188,14 @@ func (s *Source) Run(ctx context.Context, report func(keys.Observation)) error {
 			arm()
 		case <-settle.C:
 			settling = false
-			if s.check(&st, report) {
+			if s.check(ctx, &st, report) {
 				arm()
 			}
 		case <-ticker.C:
 			// Adding a watched directory again is a no-op; this re-establishes the watch when the
 			// directory was missing or has been replaced.
 			addWatch()
-			if s.check(&st, report) {
+			if s.check(ctx, &st, report) {
 				arm()
 			}
 		}
@@ -190,15 +208,31 @@ type state struct {
 	hasHash bool   // the last read succeeded and hash is its content's
 	sig     string // what was last reported
 	pending string // an error seen once, reported if the next read, settle later, sees it again
+	// pendingSince is when pending was first seen; an empty file is reported only once it has
+	// been pending for emptyGrace.
+	pendingSince time.Time
+	// hanging is a read that had not returned when the source gave up waiting for it. No new
+	// read is started while it hangs: each would hang as well and pile up goroutines.
+	hanging <-chan readResult
+}
+
+type readResult struct {
+	data []byte
+	err  error
 }
 
 // check reads the file and reports if its content or error changed. An error is only reported
 // once two reads, settle apart, agree on it, so that a file caught half-way through a
-// non-atomic write is not reported as broken; check returns true when it needs that second read.
-func (s *Source) check(st *state, report func(keys.Observation)) (confirm bool) {
-	data, err := s.read()
+// non-atomic write is not reported as broken, and an empty file only once it has stayed empty
+// for emptyGrace; check returns true when it needs another read, settle later, to decide.
+func (s *Source) check(ctx context.Context, st *state, report func(keys.Observation)) (confirm bool) {
+	data, err := s.read(ctx, st)
+	if ctx.Err() != nil {
+		return false // shutting down: a read cut short is no observation
+	}
 	var o keys.Observation
 	var sig string
+	empty := false
 	if err != nil {
 		st.hasHash = false
 		o.Err = err
@@ -213,16 +247,24 @@ func (s *Source) check(st *state, report func(keys.Observation)) (confirm bool) 
 		sig = fmt.Sprintf("content: %x", h)
 		if o.Err != nil {
 			sig = "error: " + o.Err.Error()
+			empty = len(bytes.TrimSpace(data)) == 0
 		}
 	}
 	if sig == st.sig {
 		st.pending = ""
 		return false
 	}
-	if o.Err != nil && sig != st.pending {
-		st.pending = sig
-		s.logger.Debug("key file unusable; reading it again before reporting", "error", o.Err)
-		return true
+	if o.Err != nil {
+		now := time.Now()
+		if sig != st.pending {
+			st.pending, st.pendingSince = sig, now
+			s.logger.Debug("key file unusable; reading it again before reporting", "error", o.Err)
+			return true
+		}
+		if empty && now.Sub(st.pendingSince) < s.emptyGrace {
+			// Most likely overwritten in place and the writer has not written yet.
+			return true
+		}
 	}
 	st.pending, st.sig = "", sig
 	if o.Err != nil {
@@ -238,29 +280,39 @@ func (s *Source) check(st *state, report func(keys.Observation)) (confirm bool) 
 	return false
 }
 
-func (s *Source) read() ([]byte, error) {
-	f, err := os.Open(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("reading key file %s: %w", s.path, unwrapPath(err))
+// read reads the file in a goroutine of its own and waits for it at most readTimeout, so that a
+// hung file system cannot stall Run: it keeps answering ctx and reports the hang as an error.
+func (s *Source) read(ctx context.Context, st *state) ([]byte, error) {
+	res := st.hanging
+	if res != nil {
+		select {
+		case <-res:
+			// The hung read came back, with content of when it started; read afresh.
+			res, st.hanging = nil, nil
+		default:
+		}
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading key file %s: %w", s.path, unwrapPath(err))
+	if res == nil {
+		ch := make(chan readResult, 1) // buffered: a read given up on must not block on send
+		go func() {
+			data, err := s.readFile(s.path)
+			ch <- readResult{data, err}
+		}()
+		res = ch
 	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("reading key file %s: larger than %d bytes; not a key file", s.path, maxFileSize)
+	t := time.NewTimer(s.readTimeout)
+	defer t.Stop()
+	select {
+	case r := <-res:
+		st.hanging = nil
+		return r.data, r.err // keys.ReadFile's errors name the path
+	case <-t.C:
+		st.hanging = res
+		return nil, fmt.Errorf("reading key file %s: no answer within %s; the file system may be hung", s.path, s.readTimeout)
+	case <-ctx.Done():
+		st.hanging = res
+		return nil, ctx.Err()
 	}
-	return data, nil
-}
-
-// unwrapPath drops the *fs.PathError wrapper, whose message would repeat the path.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // parse returns the file's keys: those of private-key blocks active, the others published.

@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,7 +40,7 @@ func newPair(t *testing.T) pair {
 	return encodePair(t, k)
 }
 
-func encodePair(t *testing.T, k crypto.Signer) pair {
+func encodePair(t testing.TB, k crypto.Signer) pair {
 	t.Helper()
 	p8, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
@@ -325,7 +327,9 @@ func TestGarbage(t *testing.T) {
 	a := newPair(t)
 	path := filepath.Join(t.TempDir(), "sa.pub")
 	write(t, path, a.pub)
-	w := start(t, New(path, testLogger(t), eventsOnly()))
+	s := New(path, testLogger(t), eventsOnly())
+	s.emptyGrace = 300 * time.Millisecond // the empty file below is meant to stay empty
+	w := start(t, s)
 	w.expectKeys(map[string]keys.Phase{a.kid: keys.PhasePublished})
 
 	write(t, path, []byte("this is not a key, and it is long enough to be quoted"))
@@ -360,7 +364,7 @@ func TestUnreadable(t *testing.T) {
 	w.expectError(dir, "is a directory")
 
 	big := filepath.Join(t.TempDir(), "big.pub")
-	write(t, big, make([]byte, maxFileSize+1))
+	write(t, big, make([]byte, keys.MaxFileSize+1))
 	w2 := start(t, New(big, testLogger(t), eventsOnly()))
 	w2.expectError(big, "larger than")
 }
@@ -450,4 +454,284 @@ func TestChangeInNoisyDirectory(t *testing.T) {
 	defer func() { close(stop); <-done }()
 	write(t, path, b.pub)
 	w.expectKeys(map[string]keys.Phase{b.kid: keys.PhasePublished})
+}
+
+// collected runs a Source under a real keys.Collector, the way serve does, and records every set
+// the collector publishes.
+type collected struct {
+	t    *testing.T
+	c    *keys.Collector
+	sets chan keys.Set
+}
+
+func startCollected(t *testing.T, s *Source) *collected {
+	t.Helper()
+	cl := &collected{t: t, sets: make(chan keys.Set, 100)}
+	c, err := keys.NewCollector(testLogger(t), func(set keys.Set) { cl.sets <- set }, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.c = c
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(waitFor):
+			t.Error("the collector (and so the source) did not stop after cancel")
+		}
+	})
+	return cl
+}
+
+// expectSet waits for the next published set and checks its kids.
+func (cl *collected) expectSet(kids ...string) {
+	cl.t.Helper()
+	select {
+	case set := <-cl.sets:
+		if got := set.KeyIDs(); strings.Join(got, ",") != strings.Join(kids, ",") {
+			cl.t.Fatalf("published kids %v, want %v", got, kids)
+		}
+	case <-time.After(waitFor):
+		cl.t.Fatalf("no set published; want kids %v; source status %+v", kids, cl.c.Status())
+	}
+}
+
+// waitUnhealthy waits until the source's status is unhealthy with an error containing every want.
+func (cl *collected) waitUnhealthy(want ...string) keys.SourceStatus {
+	cl.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		st := cl.c.Status()[0]
+		if !st.Healthy && st.LastError != "" {
+			for _, w := range want {
+				if !strings.Contains(st.LastError, w) {
+					cl.t.Fatalf("error %q does not contain %q", st.LastError, w)
+				}
+			}
+			return st
+		}
+		if time.Now().After(deadline) {
+			cl.t.Fatalf("source still healthy after %s: %+v", waitFor, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSpecialFileMovedOverKey reproduces issue 13's freeze: a FIFO moved over sa.pub blocked the
+// source in open(2) for ever, so the valid key moved over it next was never published and /readyz
+// stayed healthy. Whatever is moved over the key file — a FIFO, a device, a file too large — the
+// source must now report an error (unhealthy, last good keys still published, never an empty set)
+// and publish the next valid key promptly.
+func TestSpecialFileMovedOverKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		make func(t *testing.T, path string) // creates the thing at path
+		want string
+	}{
+		{"FIFO", func(t *testing.T, path string) {
+			if err := syscall.Mkfifo(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "is a named pipe (FIFO), not a regular file"},
+		{"symlink to /dev/zero", func(t *testing.T, path string) {
+			if err := os.Symlink("/dev/zero", path); err != nil {
+				t.Fatal(err)
+			}
+		}, "is a character device, not a regular file"},
+		{"file larger than 1 MiB", func(t *testing.T, path string) {
+			write(t, path, make([]byte, keys.MaxFileSize+1))
+		}, "larger than 1 MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := newPair(t), newPair(t)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "sa.pub")
+			write(t, path, a.pub)
+			cl := startCollected(t, New(path, testLogger(t), eventsOnly()))
+			cl.expectSet(a.kid)
+
+			tmp := filepath.Join(dir, "incoming")
+			tc.make(t, tmp)
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+			st := cl.waitUnhealthy(path, tc.want)
+			if !st.Ready || st.Keys != 1 {
+				t.Errorf("status %+v: the last good key must stay published", st)
+			}
+			select {
+			case set := <-cl.sets:
+				t.Fatalf("a set was published while the file was unusable: %v", set.KeyIDs())
+			default:
+			}
+
+			write(t, tmp, b.pub)
+			moved := time.Now()
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+			cl.expectSet(b.kid)
+			if took := time.Since(moved); took > 2*time.Second {
+				t.Errorf("the new key took %s to be published, want about the settle time (%s)", took, defaultSettle)
+			} else {
+				t.Logf("new key published %s after the move", took.Round(time.Millisecond))
+			}
+			if st := cl.c.Status()[0]; !st.Healthy {
+				t.Errorf("status after the new key %+v", st)
+			}
+		})
+	}
+}
+
+// TestOverwriteInPlace: overwriting the key file in place (`kubectl get secret ... > sa.pub`)
+// truncates it, and the writer may take a second or more to write; the empty file in between is
+// not reported (it was: a false "empty" warning on every such update). An empty file that stays
+// empty is reported, once emptyGrace has passed.
+func TestOverwriteInPlace(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		grace      time.Duration
+		writeAfter time.Duration // how long the file stays empty; 0: for ever
+	}{
+		{"writer starts after a second", defaultEmptyGrace, time.Second},
+		{"writer starts at once", defaultEmptyGrace, time.Millisecond},
+		{"nothing is ever written", 500 * time.Millisecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := newPair(t), newPair(t)
+			path := filepath.Join(t.TempDir(), "sa.pub")
+			write(t, path, a.pub)
+			s := New(path, testLogger(t), eventsOnly())
+			s.emptyGrace = tc.grace
+			w := start(t, s)
+			w.expectKeys(map[string]keys.Phase{a.kid: keys.PhasePublished})
+
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			truncated := time.Now()
+			if tc.writeAfter == 0 {
+				w.expectError(path, "empty")
+				if took := time.Since(truncated); took < tc.grace {
+					t.Errorf("the empty file was reported after %s, before the grace of %s", took, tc.grace)
+				}
+				return
+			}
+			time.Sleep(tc.writeAfter)
+			if _, err := f.Write(b.pub); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w.expectKeys(map[string]keys.Phase{b.kid: keys.PhasePublished}) // and no error before it
+		})
+	}
+}
+
+// TestHungRead: a read that never returns (a regular file on a hung network file system) must not
+// stall the source: it is reported as an error after readTimeout, no second read piles up behind
+// it, Run still returns on cancel, and once the file system answers again the file is read afresh.
+func TestHungRead(t *testing.T) {
+	t.Parallel()
+	a, b := newPair(t), newPair(t)
+	path := filepath.Join(t.TempDir(), "sa.pub")
+	write(t, path, a.pub)
+
+	var mu sync.Mutex
+	hang := make(chan struct{})
+	hanging := false
+	reads, hung := 0, 0
+	s := New(path, testLogger(t), WithInterval(50*time.Millisecond))
+	s.readTimeout = 200 * time.Millisecond
+	s.readFile = func(p string) ([]byte, error) {
+		mu.Lock()
+		reads++
+		h := hanging
+		if h {
+			hung++
+		}
+		mu.Unlock()
+		if h {
+			<-hang
+		}
+		return keys.ReadFile(p)
+	}
+	w := start(t, s)
+	w.expectKeys(map[string]keys.Phase{a.kid: keys.PhasePublished})
+
+	mu.Lock()
+	hanging = true
+	mu.Unlock()
+	w.expectError(path, "no answer within 200ms")
+	time.Sleep(500 * time.Millisecond) // ten more periodic checks
+	mu.Lock()
+	if hung != 1 {
+		t.Errorf("%d reads started while the first one hung, want 1", hung)
+	}
+	hanging = false
+	mu.Unlock()
+
+	write(t, path, b.pub)
+	close(hang) // the file system answers again
+	w.expectKeys(map[string]keys.Phase{b.kid: keys.PhasePublished})
+}
+
+// FuzzParse: whatever the file holds, parse does not panic, and what it accepts are valid keys,
+// each once, active exactly when the file holds its private key.
+func FuzzParse(f *testing.F) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := encodePair(f, k)
+	for _, seed := range [][]byte{p.pub, p.priv, append(append([]byte{}, p.priv...), p.pub...), nil, []byte("garbage")} {
+		f.Add(seed)
+	}
+	s := New("fuzz", nil)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := s.parse(data)
+		if err != nil {
+			if got != nil {
+				t.Fatal("keys returned with an error")
+			}
+			return
+		}
+		if len(got) == 0 {
+			t.Fatal("no error and no keys")
+		}
+		// The kids whose private key the file holds, found block by block on their own.
+		private := map[string]bool{}
+		for rest := data; ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+				if ks, err := keys.ParsePEM("block", pem.EncodeToMemory(b)); err == nil && len(ks) == 1 {
+					private[ks[0].KeyID()] = true
+				}
+			}
+		}
+		seen := map[string]bool{}
+		for _, k := range got {
+			kid := k.Public.KeyID()
+			if k.Public.IsZero() || seen[kid] {
+				t.Fatalf("zero or duplicate key %s", k.Public)
+			}
+			seen[kid] = true
+			if want := map[bool]keys.Phase{true: keys.PhaseActive, false: keys.PhasePublished}[private[kid]]; k.Phase != want {
+				t.Fatalf("key %s has phase %q, want %q", k.Public, k.Phase, want)
+			}
+		}
+	})
 }
