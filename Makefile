@@ -11,7 +11,7 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-mirror run image test-binaries clean docs doctor
+.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-mirror run image test-binaries clean docs doctor test-soak
 
 all: build
 
@@ -41,6 +41,14 @@ test-deploy: test-binaries ## Apply the kustomize flavours and the Helm chart to
 test-unit: ## Unit tests only (no kube-apiserver)
 	go test -race -count=1 -short ./...
 	cd deploy/test && go test -race -count=1 -short ./...
+
+# Not part of `make test`: about 7 minutes of faults under load, then FUZZTIME (default 5m) per
+# fuzz target. Both halves always run; the target fails if either did. Figures: docs/soak.md.
+test-soak: test-binaries ## Fault and soak suite: JWKS under load through restarts, outages and garbage Secrets; then every fuzz target for FUZZTIME (default 5m) each
+	@start=$$(date +%s); rc=0; \
+	  KOI_SOAK=1 go test -count=1 -v -run '^TestSoak$$' -timeout 60m ./integration/ || rc=1; \
+	  hack/fuzz-all.sh || rc=1; \
+	  echo "make test-soak: $$(( $$(date +%s) - start ))s in total (exit $$rc)"; exit $$rc
 
 bench: ## Go benchmarks (handler allocations, rendering, PEM parsing); Secret→JWKS propagation is in bench-serve
 	go test -run '^$$' -bench . -benchmem ./...

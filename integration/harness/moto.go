@@ -41,6 +41,10 @@ type MotoConfig struct {
 	Env []string
 	// StartTimeout bounds how long moto_server may take to print its address; zero means 30s.
 	StartTimeout time.Duration
+	// Port is the port on 127.0.0.1; zero lets moto_server pick one (-p 0). A test that restarts
+	// moto_server (Restart) gives a port from FreePort: an ephemeral one may be taken by an
+	// outgoing connection while moto_server is down.
+	Port int
 	// IAMClientIDs runs moto_server through motoext/moto_server_ext.py, which implements the IAM
 	// actions moto 5.2.1 answers with HTTP 500 (AddClientIDToOpenIDConnectProvider,
 	// RemoveClientIDFromOpenIDConnectProvider) on moto's own provider state, with the Python that
@@ -55,6 +59,7 @@ type Moto struct {
 	URL  string
 	Port int
 
+	cfg      MotoConfig // as given to StartMoto, for Restart
 	cmd      *exec.Cmd
 	logPath  string
 	tempLog  bool
@@ -68,8 +73,8 @@ type Moto struct {
 // motoListening matches the line werkzeug prints once it listens: " * Running on http://127.0.0.1:PORT".
 var motoListening = regexp.MustCompile(`Running on http://127\.0\.0\.1:(\d+)`)
 
-// StartMoto starts `moto_server -H 127.0.0.1 -p 0` and returns once it listens. The port is read
-// from its output, so parallel tests never race for a port.
+// StartMoto starts `moto_server -H 127.0.0.1 -p 0` (or MotoConfig.Port) and returns once it
+// listens. The port is read from its output, so parallel tests never race for a port.
 func StartMoto(ctx context.Context, cfg MotoConfig) (*Moto, error) {
 	bin := cfg.Binary
 	if bin == "" {
@@ -97,9 +102,10 @@ func StartMoto(ctx context.Context, cfg MotoConfig) (*Moto, error) {
 		return nil, fmt.Errorf("opening moto_server log: %w", err)
 	}
 
-	argv := []string{path, "-H", "127.0.0.1", "-p", "0"}
+	port := strconv.Itoa(cfg.Port)
+	argv := []string{path, "-H", "127.0.0.1", "-p", port}
 	if cfg.IAMClientIDs {
-		if argv, err = motoExtArgv(ctx, path); err != nil {
+		if argv, err = motoExtArgv(ctx, path, port); err != nil {
 			logFile.Close()
 			return nil, err
 		}
@@ -122,7 +128,7 @@ func StartMoto(ctx context.Context, cfg MotoConfig) (*Moto, error) {
 	}
 	pw.Close() // the child holds its own copy
 
-	m := &Moto{cmd: cmd, logPath: logPath, tempLog: tempLog, done: make(chan struct{}), http: &http.Client{Timeout: 10 * time.Second}}
+	m := &Moto{cfg: cfg, cmd: cmd, logPath: logPath, tempLog: tempLog, done: make(chan struct{}), http: &http.Client{Timeout: 10 * time.Second}}
 	portCh := make(chan int, 1)
 	go func() {
 		// Copy everything to the log, and report the port from the first matching line.

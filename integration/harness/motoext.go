@@ -18,11 +18,11 @@ import (
 //go:embed motoext/moto_server_ext.py
 var motoServerExt string
 
-// motoExtArgv is the command line that runs moto_server through motoServerExt, with a Python that
-// can import moto: the interpreter named by motoServer's #! line, else python3 or python on $PATH
-// (pyenv and virtualenv shims are scripts of their own, but python3 then resolves to the same
-// environment).
-func motoExtArgv(ctx context.Context, motoServer string) ([]string, error) {
+// motoExtArgv is the command line that runs moto_server through motoServerExt on port of 127.0.0.1
+// ("0": moto_server picks one), with a Python that can import moto: the interpreter named by
+// motoServer's #! line, else python3 or python on $PATH (pyenv and virtualenv shims are scripts of
+// their own, but python3 then resolves to the same environment).
+func motoExtArgv(ctx context.Context, motoServer, port string) ([]string, error) {
 	var candidates [][]string
 	if interp := shebang(motoServer); len(interp) > 0 && strings.Contains(filepath.Base(interp[len(interp)-1]), "python") {
 		candidates = append(candidates, interp)
@@ -38,7 +38,7 @@ func motoExtArgv(ctx context.Context, motoServer string) ([]string, error) {
 		out, err := exec.CommandContext(ctx, c[0], append(c[1:], "-c", "import moto.server, moto.iam.responses")...).CombinedOutput()
 		cancel()
 		if err == nil {
-			return append(append(c, "-c", motoServerExt), "-H", "127.0.0.1", "-p", "0"), nil
+			return append(append(c, "-c", motoServerExt), "-H", "127.0.0.1", "-p", port), nil
 		}
 		tried = append(tried, fmt.Sprintf("%s: %v: %s", strings.Join(c, " "), err, lastLine(out)))
 	}

@@ -4,7 +4,7 @@
 //
 // Everything the cluster writes goes under Config.WorkDir, which the caller owns:
 //
-//	etcd/                            etcd data (survives RestartAPIServer)
+//	etcd/                            etcd data (survives RestartAPIServer and StopEtcd)
 //	pki/ca.crt                       CA of the apiserver's serving certificate
 //	pki/tls.crt, pki/tls.key         serving certificate (IP SAN 127.0.0.1, DNS localhost)
 //	auth/tokens.csv                  --token-auth-file with the admin user (group system:masters)
@@ -107,6 +107,7 @@ type Cluster struct {
 	caPEM       []byte
 	token       string
 	etcdURL     string
+	etcdArgs    []string // the running etcd's command line, for StartEtcd
 	apiPort     int
 	httpClient  *http.Client // trusts the serving CA, no credentials
 	restartLock sync.Mutex   // serializes RestartAPIServer and Stop
@@ -438,7 +439,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		c.mu.Unlock()
 		err = c.waitReady(ctx, p, c.cfg.StartTimeout, func(ctx context.Context) error { return c.checkEtcd(ctx, clientURL) })
 		if err == nil {
-			c.etcdURL = clientURL
+			c.etcdURL, c.etcdArgs = clientURL, args
 			log.Debug("etcd ready", "url", clientURL, "took", time.Since(began).Round(time.Millisecond))
 			return nil
 		}
