@@ -154,13 +154,15 @@ func (m *MinIO) start(ctx context.Context) error {
 	return nil
 }
 
-// waitReady polls MinIO's readiness endpoint.
+// waitReady polls until MinIO's object layer serves requests.
 func (m *MinIO) waitReady(ctx context.Context, p *minioProcess, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := "no answer"
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+"/minio/health/ready", nil)
+		// /minio/health/ready answers 200 before the object layer is initialised (requests then
+		// fail with XMinioServerNotInitialized); /minio/health/cluster only once it serves I/O.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+"/minio/health/cluster", nil)
 		resp, err := m.client.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
