@@ -11,7 +11,7 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-mirror run image test-binaries clean docs doctor test-soak
+.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror run image test-binaries clean docs doctor test-soak
 
 all: build
 
@@ -55,6 +55,9 @@ bench: ## Go benchmarks (handler allocations, rendering, PEM parsing); Secret→
 
 bench-serve: test-binaries ## wrk load run of `serve` against a bare net/http baseline; prints req/s, p99, ratio, RSS
 	hack/bench-serve.sh
+
+bench-flood: test-binaries ## 5,000 idle connections to the release binary (plain, TLS) and a flood against a low open-file limit; prints RSS, held connections, probe latency
+	hack/bench-flood.sh
 
 bench-mirror: test-binaries ## Secret change → both documents updated in S3 (moto and MinIO); prints min/p50/p90/max
 	go run ./integration/cmd/benchmirror

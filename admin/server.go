@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -360,12 +361,40 @@ func decodeStrict(body []byte, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("data after the object at offset %d", end)
 	}
-	return uniqueFields(body)
+	return exactFields(body, jsonFieldNames(v))
 }
 
-// uniqueFields refuses a JSON object (already decoded once, so well-formed) that names a field
-// twice; encoding/json would silently keep the last, and it matches names regardless of case.
-func uniqueFields(object []byte) error {
+// jsonFieldNames are the names v (a pointer to a struct) has in JSON, exactly as spelt.
+func jsonFieldNames(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	names := map[string]bool{}
+	if t.Kind() != reflect.Struct {
+		return names
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = f.Name
+		}
+		names[name] = true
+	}
+	return names
+}
+
+// exactFields refuses a JSON object (already decoded once, so well-formed) that names a field
+// twice or spells one differently from known: encoding/json would silently keep the last, and it
+// matches names regardless of case ({"ALGORITHM": ...} would be taken for "algorithm").
+func exactFields(object []byte, known map[string]bool) error {
 	dec := json.NewDecoder(bytes.NewReader(object))
 	if _, err := dec.Token(); err != nil { // '{'
 		return err
@@ -379,6 +408,9 @@ func uniqueFields(object []byte) error {
 		name, _ := tok.(string)
 		if seen[strings.ToLower(name)] {
 			return fmt.Errorf("field %q given twice", name)
+		}
+		if !known[name] {
+			return fmt.Errorf("unknown field %q (field names are case-sensitive)", name)
 		}
 		seen[strings.ToLower(name)] = true
 		var skip json.RawMessage

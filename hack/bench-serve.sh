@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench-serve`: a load run of `kube-oidc-issuer serve` against a bare net/http baseline.
-# It prints req/s, p99, the throughput ratio, the issuer's RSS and the Secret → JWKS propagation
-# time, with PASS/MISS per target; it exits non-zero only when the run itself failed.
+# It prints req/s, p99, the throughput ratio (with the issuer's listener protections all on, as
+# they are by default), the issuer's RSS and the Secret → JWKS propagation time, with PASS/MISS per
+# target; it exits non-zero only when the run itself failed. hack/bench-flood.sh is the
+# companion for floods of idle connections.
 #
 # This script only installs wrk, builds the binaries and hands over to integration/cmd/benchserve,
 # which does the work (see its package comment). Environment:
@@ -41,6 +43,14 @@ make --no-print-directory build BIN="$work/kube-oidc-issuer" >/dev/null
 # The baseline gets the same build flags, so that the comparison is between handlers only.
 CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$work/baseline" ./integration/cmd/baseline
 go build -o "$work/benchserve" ./integration/cmd/benchserve
+
+# The issuer runs with serve's defaults, i.e. with every protection of the bounded listener on
+# (connection cap shedding idle connections, header/write/idle timeouts swept per connection, a
+# separate internal budget): the ratio benchserve prints is the one with all of them on.
+echo "==> issuer protections (serve defaults, all on):" >&2
+"$work/kube-oidc-issuer" serve --help 2>/dev/null |
+	grep -E -- '--(max-connections|internal-max-connections|read-header-timeout|write-timeout|idle-timeout|idle-timeout-under-pressure) ' |
+	sed -E 's/^ +(--[a-z-]+) [a-z]+ .*\(default ([^)]*)\)$/    \1 \2/; s/^ +(--max-connections) .* 0: ([0-9]+).*/    \1 \2 (plain)/' >&2 || true
 
 # Not exec: the EXIT trap must still remove $work. Ctrl-C reaches benchserve too (same process
 # group), which stops everything it started before exiting.

@@ -14,13 +14,9 @@ import (
 // serveLimits bounds what one client can hold. The documents are a few kilobytes and requests
 // have no body, so every limit can be tight without hurting a legitimate relying party.
 type serveLimits struct {
-	// readHeader stops clients that trickle their request headers (slowloris).
-	readHeader time.Duration
-	read       time.Duration
-	write      time.Duration
-	// idle keeps connections of polling relying parties open between fetches without letting idle
-	// connections pile up.
-	idle time.Duration
+	// ListenerConfig bounds connections and the time each may spend handshaking, sending
+	// headers, being answered and idling (see boundedListener).
+	ListenerConfig
 	// maxHeaderBytes is far below net/http's 1 MiB default but leaves room for a browser on a shared
 	// domain sending its cookies; net/http answers 431 beyond it (it allows 4 KiB of slack).
 	maxHeaderBytes int
@@ -30,10 +26,7 @@ type serveLimits struct {
 
 func defaultServeLimits() serveLimits {
 	return serveLimits{
-		readHeader:     5 * time.Second,
-		read:           10 * time.Second,
-		write:          10 * time.Second,
-		idle:           2 * time.Minute,
+		ListenerConfig: DefaultListenerConfig(),
 		maxHeaderBytes: 32 << 10,
 		shutdown:       10 * time.Second,
 	}
@@ -41,14 +34,25 @@ func defaultServeLimits() serveLimits {
 
 // Serve listens on addr and serves h (over TLS when tlsConfig is not nil) until ctx is done, then
 // shuts down gracefully: it stops accepting, lets in-flight requests finish for up to 10 s, and
-// returns nil. It returns an error only when it cannot listen or serving fails.
+// returns nil. It returns an error only when it cannot listen or serving fails. Connections are
+// bounded by DefaultListenerConfig.
 func Serve(ctx context.Context, addr string, h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) error {
+	return ServeWith(ctx, addr, h, tlsConfig, logger, DefaultListenerConfig())
+}
+
+// ServeWith is Serve with the connections bounded by cfg.
+func ServeWith(ctx context.Context, addr string, h http.Handler, tlsConfig *tls.Config, logger *slog.Logger, cfg ListenerConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("serving on %s: %w", addr, err)
+	}
+	limits := defaultServeLimits()
+	limits.ListenerConfig = cfg
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	return ServeListener(ctx, l, h, tlsConfig, logger)
+	return serve(ctx, l, h, tlsConfig, logger, limits)
 }
 
 // ServeListener is Serve on a listener the caller opened (an ephemeral port in tests, a socket
@@ -62,28 +66,43 @@ func serve(ctx context.Context, l net.Listener, h http.Handler, tlsConfig *tls.C
 		logger = slog.New(slog.DiscardHandler)
 	}
 	addr := l.Addr().String()
+	if err := limits.Validate(); err != nil {
+		_ = l.Close()
+		return fmt.Errorf("serving on %s: %w", addr, err)
+	}
+	bl := newBoundedListener(l, limits.ListenerConfig, logger)
+	bl.start()
+	// After Shutdown: the sweeper keeps bounding the connections being drained.
+	defer bl.stop()
+	if tlsConfig != nil {
+		h = streamWriteBound{next: h, timeout: limits.WriteTimeout}
+	}
 	srv := &http.Server{
-		Handler:           h,
-		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: limits.readHeader,
-		ReadTimeout:       limits.read,
-		WriteTimeout:      limits.write,
-		IdleTimeout:       limits.idle,
-		MaxHeaderBytes:    limits.maxHeaderBytes,
+		Handler:   h,
+		TLSConfig: tlsConfig,
+		// No ReadHeaderTimeout, ReadTimeout, WriteTimeout or IdleTimeout: with them net/http arms
+		// connection deadlines several times per request. The bounded listener enforces the same
+		// bounds from its sweeper, through ConnState.
+		ConnState:      bl.connState,
+		MaxHeaderBytes: limits.maxHeaderBytes,
 		// net/http logs failed TLS handshakes and the like here; on a public listener scanners
-		// cause them by the thousand, so they are debug detail, not warnings.
+		// cause them by the thousand, so they are debug detail, not warnings. Accept errors are
+		// the bounded listener's, at warn.
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 	done := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {
 			// The certificate comes from tlsConfig (GetCertificate or Certificates).
-			done <- srv.ServeTLS(l, "", "")
+			done <- srv.ServeTLS(bl, "", "")
 		} else {
-			done <- srv.Serve(l)
+			done <- srv.Serve(bl)
 		}
 	}()
-	logger.Info("listening", "address", addr, "tls", tlsConfig != nil)
+	logger.Info("listening", "address", addr, "tls", tlsConfig != nil,
+		"maxConnections", limits.MaxConnections, "readHeaderTimeout", limits.ReadHeaderTimeout,
+		"writeTimeout", limits.WriteTimeout, "idleTimeout", limits.IdleTimeout,
+		"idleTimeoutUnderPressure", limits.PressureIdleTimeout)
 
 	select {
 	case err := <-done:
@@ -106,4 +125,21 @@ func serve(ctx context.Context, l net.Listener, h http.Handler, tlsConfig *tls.C
 	}
 	logger.Info("stopped listening", "address", addr)
 	return nil
+}
+
+// streamWriteBound gives each HTTP/2 request (TLS only) the write bound an HTTP/1 request gets
+// from the sweeper. An HTTP/2 response waits for the client's flow-control window rather than
+// for the socket, so a client that opens streams and never grants window would hold their
+// handlers forever; the stream's own deadline (a timer per stream, HTTP/2 only) resets it instead.
+type streamWriteBound struct {
+	next    http.Handler
+	timeout time.Duration
+}
+
+func (h streamWriteBound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		// Every HTTP/2 ResponseWriter supports it; an error would only mean no bound.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.timeout))
+	}
+	h.next.ServeHTTP(w, r)
 }

@@ -154,7 +154,7 @@ func TestServeHeaderLimit(t *testing.T) {
 // TestServeReadHeaderTimeout: a client that never finishes its headers is disconnected.
 func TestServeReadHeaderTimeout(t *testing.T) {
 	limits := defaultServeLimits()
-	limits.readHeader = 200 * time.Millisecond
+	limits.ReadHeaderTimeout = 200 * time.Millisecond
 	url, _, _ := startServe(t, http.NotFoundHandler(), limits)
 	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {

@@ -42,6 +42,7 @@ type serveOptions struct {
 	iam            iamServeOptions
 	rotation       rotationOptions
 	probe          signingProbeOptions
+	listeners      listenerOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -86,6 +87,7 @@ delivered good keys the documents answer 503.
 	o.iam.addFlags(f)
 	o.rotation.addFlags(f)
 	o.probe.addFlags(f)
+	o.listeners.addFlags(f)
 	return cmd
 }
 
@@ -111,6 +113,9 @@ func (o serveOptions) validate() error {
 		return err
 	}
 	if err := o.probe.validate(); err != nil {
+		return err
+	}
+	if err := o.listeners.validate(); err != nil {
 		return err
 	}
 	return o.rotation.validate(o)
@@ -174,6 +179,10 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	publicLimits, internalLimits, err := o.listeners.setup(logger, reg, o.tlsCertFile != "")
+	if err != nil {
+		return err
+	}
 
 	srv, err := server.New(server.Config{IssuerURL: o.docs.IssuerURL, Logger: logger, Registerer: reg})
 	if err != nil {
@@ -234,10 +243,10 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 		},
 	}, bg.readiness(), probeReadiness}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
 	g.Go(func() error {
-		return server.Serve(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"))
+		return server.ServeWith(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"), publicLimits)
 	})
 	g.Go(func() error {
-		return server.Serve(ctx, o.internalListen, internal, nil, logger.With("listener", "internal"))
+		return server.ServeWith(ctx, o.internalListen, internal, nil, logger.With("listener", "internal"), internalLimits)
 	})
 	err = g.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
