@@ -48,15 +48,24 @@
 // switch), and the observation is persisted in the document (signing, lastSigned) so another
 // leader keeps the retention. Without a probe the departure rule above stands alone.
 //
-// # A later KEP-740 signer mode
+// # Signer mode (KEP-740)
 //
-// With kube-apiserver's --service-account-signing-endpoint the issuer would itself sign tokens
-// (k8s.io/externaljwt ExternalJWTSigner: Sign, FetchKeys, Metadata) and the signing-key Secret
-// would disappear. The same state serves that mode unchanged in shape: the active record would
-// keep its private key in the state Secret (a document flag "signer": true relaxes the
-// private-keys-only-on-staged invariant for the active record), Sign would use the active record,
-// FetchKeys would return active + staged + previous public keys with their publish_until as the
-// data-valid-until hint, and promote would flip staged to active inside one compare-and-swap —
-// taking effect at once, with no control-plane restart and no verification bundle to write.
-// Departure detection would then observe the state itself instead of a Secret.
+// With kube-apiserver's --service-account-signing-endpoint the issuer's own signer (package
+// signer, command `kube-oidc-issuer signer`) signs the tokens, and there is no signing-key Secret.
+// The same state serves that mode with a few additions (State.Signer and Config.Signer):
+//
+//   - the active record keeps its private key in the state (the signers sign with it); a previous
+//     key never does; exactly one key is active;
+//   - promote is one compare-and-swap (State.PromoteSigner) that turns the staged key active and
+//     the active key previous, retained from the promote for the retention plus the signers'
+//     refresh (Config.SignerRefresh: the outgoing key may sign until every signer has seen the
+//     write) — no control-plane restart, no verification bundle;
+//   - the document carries an id (the lineage: a signer's cache of another cluster's state is
+//     refused), a generation (incremented on every write: between a signer's local cache and the
+//     state Secret the higher one wins, Store.Adopt) and keysChanged (the data timestamp signers
+//     give kube-apiserver in FetchKeys; the protocol has no per-key validity, so retention is
+//     expressed only by which keys FetchKeys returns).
+//
+// A Manager refuses to act on a state of the other mode, so a Secret-mode issuer can never turn
+// a signer-mode state into one that follows a Secret, nor the other way round.
 package lifecycle

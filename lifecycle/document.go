@@ -31,10 +31,15 @@ const maxDocumentSize = 1 << 20
 //
 // Times are RFC 3339 in UTC; absent times are omitted. privateKey appears on staged keys only.
 type document struct {
-	Version       int         `json:"version"`
-	SigningSecret string      `json:"signingSecret,omitempty"`
-	Keys          []docRecord `json:"keys"`
-	Signing       *docSigning `json:"signing,omitempty"`
+	Version       int    `json:"version"`
+	SigningSecret string `json:"signingSecret,omitempty"`
+	// Signer-mode documents only (see State.Signer).
+	Signer      bool        `json:"signer,omitempty"`
+	ID          string      `json:"id,omitempty"`
+	Generation  int64       `json:"generation,omitempty"`
+	KeysChanged time.Time   `json:"keysChanged,omitzero"`
+	Keys        []docRecord `json:"keys"`
+	Signing     *docSigning `json:"signing,omitempty"`
 }
 
 // docSigning is the latest persisted signing observation: {"observedAt": ..., "kids": [...]}.
@@ -100,7 +105,8 @@ func ParseDocument(data []byte) (*State, error) {
 	if dec.More() {
 		return nil, errors.New("state document has trailing data")
 	}
-	s := &State{SigningSecret: doc.SigningSecret, Keys: make([]Record, 0, len(doc.Keys))}
+	s := &State{SigningSecret: doc.SigningSecret, Keys: make([]Record, 0, len(doc.Keys)),
+		Signer: doc.Signer, ID: doc.ID, Generation: doc.Generation, KeysChanged: doc.KeysChanged}
 	if doc.Signing != nil {
 		obs, err := signingFromDoc(*doc.Signing)
 		if err != nil {
@@ -109,7 +115,7 @@ func ParseDocument(data []byte) (*State, error) {
 		s.Signing = obs
 	}
 	for i, d := range doc.Keys {
-		r, err := recordFromDoc(d)
+		r, err := recordFromDoc(d, doc.Signer)
 		if err != nil {
 			return nil, fmt.Errorf("state document key %d (%q): %w", i+1, truncate(d.KID, 64), err)
 		}
@@ -163,7 +169,7 @@ func signingFromDoc(d docSigning) (SigningObservation, error) {
 	return SigningObservation{At: d.ObservedAt, KIDs: kids}, nil
 }
 
-func recordFromDoc(d docRecord) (Record, error) {
+func recordFromDoc(d docRecord, signerMode bool) (Record, error) {
 	switch d.Phase {
 	case keys.PhaseStaged, keys.PhaseActive, keys.PhasePrevious:
 	default:
@@ -195,7 +201,12 @@ func recordFromDoc(d docRecord) (Record, error) {
 		LastSigned: d.LastSigned,
 	}
 	if d.PrivateKey != "" {
-		if d.Phase != keys.PhaseStaged {
+		switch {
+		case d.Phase == keys.PhaseStaged:
+		case d.Phase == keys.PhaseActive && signerMode:
+		case signerMode:
+			return Record{}, fmt.Errorf("a %s key must not carry a private key (only staged and active keys do in a signer-mode state)", d.Phase)
+		default:
 			return Record{}, fmt.Errorf("a %s key must not carry a private key (only staged keys do)", d.Phase)
 		}
 		signer, err := parsePrivateKey([]byte(d.PrivateKey))
@@ -211,6 +222,10 @@ func recordFromDoc(d docRecord) (Record, error) {
 	case keys.PhaseStaged:
 		if len(r.private) == 0 {
 			return Record{}, errors.New("a staged key needs its private key")
+		}
+	case keys.PhaseActive:
+		if signerMode && len(r.private) == 0 {
+			return Record{}, errors.New("the active key of a signer-mode state needs its private key")
 		}
 	case keys.PhasePrevious:
 		if d.PublishUntil.IsZero() {
@@ -235,7 +250,61 @@ func (s *State) validate() error {
 	if staged > 1 {
 		return fmt.Errorf("%d staged keys; at most one may be staged", staged)
 	}
+	if s.Signer {
+		return s.validateSigner()
+	}
+	if s.ID != "" || s.Generation != 0 || !s.KeysChanged.IsZero() {
+		return errors.New("id, generation and keysChanged belong to signer-mode states only")
+	}
 	return nil
+}
+
+// validateSigner checks what a signer-mode state adds: an identity, exactly one active key, and
+// private keys on the staged and active keys only (a previous key never signs again).
+func (s *State) validateSigner() error {
+	if s.SigningSecret != "" {
+		return errors.New("a signer-mode state follows no signing-key Secret")
+	}
+	if !validStateID(s.ID) {
+		return errors.New("a signer-mode state needs an id of 16 to 64 letters, digits or dashes")
+	}
+	if s.Generation < 1 {
+		return errors.New("a signer-mode state needs a generation of at least 1")
+	}
+	active := 0
+	for _, r := range s.Keys {
+		switch r.Phase {
+		case keys.PhaseActive:
+			active++
+			if len(r.private) == 0 {
+				return fmt.Errorf("active key %s has no private key", r.KID)
+			}
+		case keys.PhaseStaged:
+			if len(r.private) == 0 {
+				return fmt.Errorf("staged key %s has no private key", r.KID)
+			}
+		default:
+			if len(r.private) != 0 {
+				return fmt.Errorf("%s key %s carries a private key", r.Phase, r.KID)
+			}
+		}
+	}
+	if active != 1 {
+		return fmt.Errorf("%d active keys; a signer-mode state signs with exactly one", active)
+	}
+	return nil
+}
+
+func validStateID(id string) bool {
+	if len(id) < 16 || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // MarshalDocument renders the state document. It is the only place private keys are serialised.
@@ -243,7 +312,8 @@ func MarshalDocument(s *State) ([]byte, error) {
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("refusing to write an invalid state: %w", err)
 	}
-	doc := document{Version: DocumentVersion, SigningSecret: s.SigningSecret, Keys: make([]docRecord, 0, len(s.Keys))}
+	doc := document{Version: DocumentVersion, SigningSecret: s.SigningSecret, Keys: make([]docRecord, 0, len(s.Keys)),
+		Signer: s.Signer, ID: s.ID, Generation: s.Generation, KeysChanged: utc(s.KeysChanged)}
 	for _, r := range s.Keys {
 		doc.Keys = append(doc.Keys, docRecord{
 			KID: r.KID, Phase: r.Phase, Algorithm: r.Algorithm, PublicKey: string(r.Public.PEM()),

@@ -158,6 +158,19 @@ func FuzzParseDocument(f *testing.F) {
 	f.Add([]byte(`{"version":2}`))
 	f.Add([]byte(``))
 	f.Add(bytes.Replace(good, []byte(`"staged"`), []byte(`"active"`), 1))
+	// A signer-mode state, whose active key carries its private key.
+	signerState, err := NewSignerState(nil, AlgorithmES256, t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := signerState.Stage(k["K2"]); err != nil {
+		f.Fatal(err)
+	}
+	signerDoc, err := MarshalDocument(signerState)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(signerDoc)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := ParseDocument(data)
 		if err != nil {
@@ -170,7 +183,8 @@ func FuzzParseDocument(f *testing.F) {
 			t.Fatalf("parsed state breaks an invariant: %v", err)
 		}
 		for _, r := range st.Keys {
-			if r.HasPrivateKey() != (r.Phase == keys.PhaseStaged) {
+			// Staged keys carry their private key; so does the active key of a signer-mode state.
+			if r.HasPrivateKey() != (r.Phase == keys.PhaseStaged || st.Signer && r.Phase == keys.PhaseActive) {
 				t.Fatalf("%s key with private key %v", r.Phase, r.HasPrivateKey())
 			}
 			if r.Public.KeyID() != r.KID {

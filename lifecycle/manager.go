@@ -51,8 +51,15 @@ type Config struct {
 	// StateSecret holds the state document; the issuer creates it if it may.
 	StateSecret Ref
 	// SigningSecret is the cluster's signing-key Secret: promote writes into it, the leader
-	// watches keys leaving it.
+	// watches keys leaving it. Empty in signer mode.
 	SigningSecret Ref
+	// Signer is signer mode (KEP-740): the issuer's signers sign with the state's active key, so
+	// promote is one write of the state, which every signer follows within SignerRefresh.
+	Signer bool
+	// SignerRefresh is how long the signers take at most to follow a change of the state (their
+	// watch, plus kube-apiserver's refresh hint): an outgoing key may sign for that long after a
+	// promote, so its retention counts from then.
+	SignerRefresh time.Duration
 
 	// MaxTokenLifetime is the longest lifetime of a token the cluster issues (the pod-identity
 	// webhook asks for 24 h).
@@ -86,7 +93,14 @@ func (c Config) validate() error {
 	if c.StateSecret.Namespace == "" || c.StateSecret.Name == "" {
 		errs = append(errs, errors.New("the state Secret needs a namespace and a name"))
 	}
-	if c.SigningSecret.Namespace == "" || c.SigningSecret.Name == "" {
+	switch {
+	case c.Signer && c.SigningSecret != Ref{}:
+		errs = append(errs, errors.New("signer mode has no signing-key Secret"))
+	case c.Signer:
+		if c.SignerRefresh < 0 {
+			errs = append(errs, errors.New("the signers' refresh must not be negative"))
+		}
+	case c.SigningSecret.Namespace == "" || c.SigningSecret.Name == "":
 		errs = append(errs, errors.New("the signing-key Secret needs a namespace and a name"))
 	}
 	if c.StateSecret == c.SigningSecret {
@@ -213,6 +227,9 @@ func (m *Manager) Snapshot(ctx context.Context) (Snapshot, error) {
 	}
 	snap := Snapshot{State: st, StateSecret: m.cfg.StateSecret, SigningSecret: m.cfg.SigningSecret,
 		PublishLead: m.cfg.PublishLead, Retention: m.cfg.Retention()}
+	if m.cfg.Signer {
+		return snap, nil
+	}
 	if sec, err := m.signingClient().Get(ctx, m.cfg.SigningSecret.Name, metav1.GetOptions{}); err == nil {
 		snap.Bundle, _ = bundleKIDs(sec)
 	}
@@ -234,7 +251,12 @@ func (m *Manager) Stage(ctx context.Context, alg string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	if _, err := m.store.Update(ctx, func(s *State) error { return s.Stage(rec) }); err != nil {
+	if _, err := m.store.Update(ctx, func(s *State) error {
+		if err := m.checkMode(s); err != nil {
+			return err
+		}
+		return s.Stage(rec)
+	}); err != nil {
 		return Record{}, err
 	}
 	m.logger.Info("key staged", "kid", rec.KID, "alg", rec.Algorithm, "promotableAt", rec.PromotableAt(m.cfg.PublishLead))
@@ -247,6 +269,9 @@ func (m *Manager) Stage(ctx context.Context, alg string) (Record, error) {
 // the Secret, which turns the key active and the outgoing key previous. kube-apiserver signs with
 // it once the control plane is restarted with the Secret's contents.
 func (m *Manager) Promote(ctx context.Context, kid string, force bool) (Record, error) {
+	if m.cfg.Signer {
+		return m.promoteSigner(ctx, kid, force)
+	}
 	// Record the outgoing key first, should the leader not have done so yet: it must become
 	// previous (retained, later pruned from the bundle) when the Secret changes.
 	if _, err := m.observe(ctx); err != nil {
@@ -293,6 +318,9 @@ func (m *Manager) Remove(ctx context.Context, kid string, force bool) (Record, R
 		how Removal
 	)
 	_, err := m.store.Update(ctx, func(s *State) error {
+		if err := m.checkMode(s); err != nil {
+			return err
+		}
 		var err error
 		rec, how, err = s.Remove(kid, m.now(), force)
 		return err
@@ -315,6 +343,14 @@ func (m *Manager) Remove(ctx context.Context, kid string, force bool) (Record, R
 // observe reconciles the state with the keys active in the signing-key Secret now (State.Observe),
 // reading the state first and the Secret second inside one compare-and-swap.
 func (m *Manager) observe(ctx context.Context) (*State, error) {
+	if m.cfg.Signer {
+		// The state is what signs: there is no Secret to reconcile it with.
+		st, err := m.store.Read(ctx)
+		if err == nil {
+			err = m.checkMode(st)
+		}
+		return st, err
+	}
 	var transitions []Transition
 	st, err := m.store.Update(ctx, func(s *State) error {
 		transitions = nil
@@ -372,6 +408,9 @@ func (m *Manager) prune(ctx context.Context, keep []string) error {
 	for i, r := range expired {
 		kids[i] = r.KID
 	}
+	if m.cfg.Signer {
+		return m.drop(ctx, kids, keep)
+	}
 	_, changed, err := updateSecret(ctx, m.signingClient(), m.cfg.SigningSecret.Name, func(sec *corev1.Secret) (bool, error) {
 		return removeFromBundle(sec, kids)
 	})
@@ -385,6 +424,11 @@ func (m *Manager) prune(ctx context.Context, keep []string) error {
 	default:
 		return fmt.Errorf("removing expired keys %v from signing-key Secret %s: %w", kids, m.cfg.SigningSecret, err)
 	}
+	return m.drop(ctx, kids, keep)
+}
+
+// drop removes the expired keys among kids from the state.
+func (m *Manager) drop(ctx context.Context, kids, keep []string) error {
 	var dropped []string
 	if _, err := m.store.Update(ctx, func(s *State) error {
 		dropped = s.Drop(kids, m.now(), keep)
@@ -538,6 +582,11 @@ func (m *Manager) RecordSigning(ctx context.Context, obs signingprobe.Observatio
 	}
 	var changed bool
 	st, err := m.store.Update(ctx, func(s *State) error {
+		// In signer mode the signers create the state: an observation recorded before that would
+		// create a Secret-mode state, which they would then refuse as foreign.
+		if err := m.checkMode(s); err != nil {
+			return err
+		}
 		changed = s.ObserveSigning(obs.KIDs, obs.At, m.cfg.Retention(), signingRefresh)
 		return nil
 	})
@@ -576,6 +625,10 @@ func (m *Manager) warnUnrolled(ctx context.Context, st *State) {
 		}
 		msg := fmt.Sprintf("the control plane still signs with key %s, %s after key %s was promoted into signing-key Secret %s: roll the control plane (restart kube-apiserver with the Secret's contents); key %s stays published until %s",
 			old.KID, now.Sub(active.Promoted).Round(time.Second), active.KID, m.cfg.SigningSecret, old.KID, old.PublishUntil.UTC().Format(time.RFC3339))
+		if m.cfg.Signer {
+			msg = fmt.Sprintf("the control plane still signs with key %s, %s after key %s was promoted in state Secret %s: a signer does not follow the state (check every control-plane node's kube-oidc-issuer signer: its log, /readyz and its access to the state Secret); key %s stays published until %s",
+				old.KID, now.Sub(active.Promoted).Round(time.Second), active.KID, m.cfg.StateSecret, old.KID, old.PublishUntil.UTC().Format(time.RFC3339))
+		}
 		m.logger.Warn("roll the control plane: it still signs with the outgoing key", "kid", old.KID, "active", active.KID,
 			"promoted", active.Promoted, "publishUntil", old.PublishUntil)
 		m.event(ctx, "ControlPlaneNotRolled", msg)
@@ -606,4 +659,43 @@ func (m *Manager) event(ctx context.Context, reason, msg string) {
 	if _, err := m.cfg.Events.Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		m.logger.Warn("could not record an Event on the state Secret", "reason", reason, "error", err)
 	}
+}
+
+// checkMode refuses to change a state of the other mode: a signer-mode state must never be
+// reconciled with a signing-key Secret, nor a Secret-mode state be given to signers.
+func (m *Manager) checkMode(s *State) error {
+	switch {
+	case m.cfg.Signer && !s.Signer:
+		return fmt.Errorf("%w: state Secret %s holds no signer-mode state: create it with `kube-oidc-issuer signer init` and start the signer, which writes the state Secret from its cache", ErrConflict, m.cfg.StateSecret)
+	case !m.cfg.Signer && s.Signer:
+		return fmt.Errorf("%w: state Secret %s holds a signer-mode state: serve it without --secret (signer mode), or use another state Secret", ErrConflict, m.cfg.StateSecret)
+	}
+	return nil
+}
+
+// promoteSigner is Promote in signer mode: one compare-and-swap turns the staged key active and
+// the active key previous (State.PromoteSigner). The signers sign with the new key once they have
+// seen the write, within SignerRefresh; the outgoing key is retained from then.
+func (m *Manager) promoteSigner(ctx context.Context, kid string, force bool) (Record, error) {
+	var transitions []Transition
+	st, err := m.store.Update(ctx, func(s *State) error {
+		if err := m.checkMode(s); err != nil {
+			return err
+		}
+		var err error
+		transitions, err = s.PromoteSigner(kid, m.now(), m.cfg.PublishLead, m.cfg.SignerRefresh+m.cfg.Retention(), force)
+		return err
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	for _, tr := range transitions {
+		r, _ := st.Lookup(tr.KID)
+		m.logger.Info("key lifecycle transition", "kid", tr.KID, "from", string(tr.From), "to", string(tr.To), "publishUntil", r.PublishUntil, "forced", force)
+	}
+	r, ok := st.Lookup(kid)
+	if !ok {
+		return Record{}, fmt.Errorf("key %s vanished from the state after its promote", kid)
+	}
+	return r, nil
 }

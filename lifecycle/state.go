@@ -84,6 +84,20 @@ type State struct {
 	// Signing is the latest persisted observation of what the control plane signs with; zero
 	// when no signing probe runs.
 	Signing SigningObservation
+
+	// Signer marks a signer-mode state (KEP-740): the issuer's signer signs with the active
+	// record, whose private key is kept here, and there is no signing-key Secret. Promote flips
+	// staged to active in one write; every signer follows within its refresh hint.
+	Signer bool
+	// ID names a signer-mode state's lineage, so that a signer's local cache of another
+	// cluster's state (a foreign cache) is refused instead of overwriting this one.
+	ID string
+	// Generation counts a signer-mode state's writes: between a signer's cache and the state
+	// Secret, the higher generation is the newer.
+	Generation int64
+	// KeysChanged is when a signer-mode state's keys last changed (a key added, removed or
+	// changing phase): the data timestamp the signer gives kube-apiserver.
+	KeysChanged time.Time
 }
 
 // SigningObservation is what a signing probe saw the control plane sign with.
@@ -99,7 +113,8 @@ func (o SigningObservation) Signs(kid string) bool { return slices.Contains(o.KI
 // Clone returns a deep copy.
 func (s *State) Clone() *State {
 	c := &State{SigningSecret: s.SigningSecret, Keys: slices.Clone(s.Keys),
-		Signing: SigningObservation{At: s.Signing.At, KIDs: slices.Clone(s.Signing.KIDs)}}
+		Signing: SigningObservation{At: s.Signing.At, KIDs: slices.Clone(s.Signing.KIDs)},
+		Signer:  s.Signer, ID: s.ID, Generation: s.Generation, KeysChanged: s.KeysChanged}
 	for i := range c.Keys {
 		c.Keys[i].private = slices.Clone(c.Keys[i].private)
 	}
@@ -137,8 +152,12 @@ func (s *State) Published() []keys.Key {
 	out := make([]keys.Key, 0, len(s.Keys))
 	for _, r := range s.Keys {
 		phase := keys.PhasePrevious
-		if r.Phase == keys.PhaseStaged {
+		switch {
+		case r.Phase == keys.PhaseStaged:
 			phase = keys.PhaseStaged
+		case r.Phase == keys.PhaseActive && s.Signer:
+			// No signing-key Secret outranks the state: it is what signs.
+			phase = keys.PhaseActive
 		}
 		out = append(out, keys.Key{Public: r.Public, Phase: phase})
 	}

@@ -101,6 +101,12 @@ func (s *Store) Update(ctx context.Context, mutate func(*State) error) (*State, 
 		if bytes.Equal(before, after) {
 			return next, nil
 		}
+		if next.Signer {
+			next.nextSignerGeneration(cur, time.Now())
+			if after, err = MarshalDocument(next); err != nil {
+				return nil, err
+			}
+		}
 		err = s.write(ctx, sec, after)
 		if err == nil {
 			return next, nil
@@ -187,4 +193,69 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// AdoptResult says what Adopt did.
+type AdoptResult string
+
+const (
+	// AdoptCreated: there was no state; the Secret now holds the local copy.
+	AdoptCreated AdoptResult = "created"
+	// AdoptReplaced: the Secret held an older generation of the same state (restored from an
+	// old backup, say); it now holds the local copy.
+	AdoptReplaced AdoptResult = "replaced"
+	// AdoptKept: the Secret's state is as new as the local copy or newer; it is returned.
+	AdoptKept AdoptResult = "kept"
+)
+
+// ErrForeignState is a signer-mode state of another lineage (another ID) than the local copy, or
+// a state of the other mode: neither may replace the other.
+var ErrForeignState = errors.New("foreign state")
+
+// Adopt reconciles a signer's local copy of a signer-mode state with the state Secret, by
+// compare-and-swap: the higher generation wins, so no write is lost whichever side is behind.
+// The local copy is written as it is (its generation unchanged) when the Secret is missing or
+// empty, or holds an older generation of the same state; otherwise the Secret's state is
+// returned for the caller to adopt. A Secret that does not parse is never overwritten (it may hold
+// keys nobody else has), and a state of another lineage or mode is refused with ErrForeignState.
+func (s *Store) Adopt(ctx context.Context, local *State) (*State, AdoptResult, error) {
+	if !local.Signer {
+		return nil, "", fmt.Errorf("adopting into state Secret %s: the local state is not a signer-mode state", s.Ref())
+	}
+	doc, err := MarshalDocument(local)
+	if err != nil {
+		return nil, "", err
+	}
+	var lastConflict error
+	for attempt := range maxAttempts {
+		if attempt > 0 {
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return nil, "", fmt.Errorf("adopting into state Secret %s: %w (after conflict: %v)", s.Ref(), err, lastConflict)
+			}
+		}
+		cur, sec, err := s.read(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		result := AdoptReplaced
+		switch {
+		case sec == nil || cur.empty():
+			result = AdoptCreated
+		case !cur.Signer:
+			return nil, "", fmt.Errorf("%w: state Secret %s holds a Secret-mode state (it follows signing-key Secret %q); a signer's state needs a state Secret of its own", ErrForeignState, s.Ref(), cur.SigningSecret)
+		case cur.ID != local.ID:
+			return nil, "", fmt.Errorf("%w: state Secret %s holds state %s, the local copy is state %s (another cluster's, or from an earlier signer init): refusing to replace either; point --state-cache at this cluster's cache, or delete the wrong one after checking which keys kube-apiserver verifies with", ErrForeignState, s.Ref(), cur.ID, local.ID)
+		case cur.Generation >= local.Generation:
+			return cur, AdoptKept, nil
+		}
+		err = s.write(ctx, sec, doc)
+		if err == nil {
+			return local.Clone(), result, nil
+		}
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			return nil, "", fmt.Errorf("writing state Secret %s: %w", s.Ref(), err)
+		}
+		lastConflict = err
+	}
+	return nil, "", fmt.Errorf("writing state Secret %s: still conflicting after %d attempts: %w", s.Ref(), maxAttempts, lastConflict)
 }

@@ -24,14 +24,15 @@
 //
 // lifecycle.State (in a signer-mode document, where the active record keeps its private key) maps
 // onto Snapshot without a change of shape, through an adapter that watches the state Secret (or the
-// local cache) and, on every change, builds the snapshot once and swaps it in atomically:
+// local cache; package signerstate) and, on every change, builds the snapshot once and swaps it in
+// atomically:
 //
 //   - Snapshot.Active = NewSigningKey(the active record's private key) — the kid is then the one
 //     package keys computes for every other document, so an imported sa.key keeps its kid;
 //   - Snapshot.Published = every record (staged, active, previous) as a PublishedKey with
 //     ExcludeFromOIDCDiscovery false: staged keys are published ahead of signing exactly as in
 //     Secret mode, previous keys until their publish_until;
-//   - Snapshot.Updated = the time of the state's last change, which kube-apiserver exports as
+//   - Snapshot.Updated = the time the state's keys last changed (keysChanged), which kube-apiserver exports as
 //     its key data timestamp and uses to tell a changed key set from an unchanged one.
 //
 // Building the snapshot on change rather than per call keeps Sign free of parsing and I/O: a

@@ -42,6 +42,7 @@ Repeatable flags take a comma-separated list there. A flag given on the command 
 	root.SetErr(stderr)
 	root.AddCommand(
 		newServeCommand(),
+		newSignerCommand(),
 		newMirrorCommand(),
 		newKeysCommand(),
 		newJWKSCommand(),

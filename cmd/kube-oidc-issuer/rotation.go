@@ -29,6 +29,11 @@ import (
 // takes to carry a staged key to the bucket relying parties read.
 const defaultMirrorAllowance = 5 * time.Minute
 
+// defaultSignerRefresh is the default --signer-refresh: a signer sees a promote through its watch
+// of the state Secret within seconds, and kube-apiserver asks it again after the signer's
+// --refresh-hint (10s by default); 30s leaves room for a slow watch.
+const defaultSignerRefresh = 30 * time.Second
+
 // rotationOptions are serve's flags for the key lifecycle, the admin API and leader election.
 type rotationOptions struct {
 	stateSecret      string
@@ -38,6 +43,9 @@ type rotationOptions struct {
 	publishLead      time.Duration
 	rotateEvery      time.Duration
 	rotateAlgorithm  string
+	signerRefresh    time.Duration
+	// signerRefreshSet is whether --signer-refresh was given: only signer mode has signers.
+	signerRefreshSet bool
 
 	adminListen      string
 	adminTLSCertFile string
@@ -55,13 +63,14 @@ type rotationOptions struct {
 }
 
 func (o *rotationOptions) addFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.stateSecret, "state-secret", "", "NAMESPACE/NAME of the Secret holding the key lifecycle (staged keys and their private keys, retained keys); enables rotation and the admin API")
+	f.StringVar(&o.stateSecret, "state-secret", "", "NAMESPACE/NAME of the Secret holding the key lifecycle (staged keys and their private keys, retained keys); enables rotation and the admin API. Without --secret and --key-file it is signer mode: the Secret holds the signer-mode state written by `kube-oidc-issuer signer` (its active key signs through the signers), and it is the only key source")
 	f.StringVar(&o.signingSecret, "signing-secret", "", "NAMESPACE/NAME of the signing-key Secret that promote writes into and whose departures are tracked (default: the only --secret)")
 	f.DurationVar(&o.maxTokenLifetime, "max-token-lifetime", 24*time.Hour, "longest lifetime of a service-account token the cluster issues; a key that stops signing stays published this long + --token-clock-skew + --max-age")
 	f.DurationVar(&o.clockSkew, "token-clock-skew", lifecycle.DefaultClockSkew, "clock skew relying parties allow on expiry, added to the retention of a key that stopped signing")
 	f.DurationVar(&o.publishLead, "publish-lead", 0, "how long a staged key must be published before promote accepts it without force (default: --max-age + 5m for mirrors)")
 	f.DurationVar(&o.rotateEvery, "rotate-every", 0, "scheduled rotation: stage a new key when the active key is this old, promote it after --publish-lead (0: off)")
 	f.StringVar(&o.rotateAlgorithm, "rotate-algorithm", lifecycle.AlgorithmRS256, "algorithm of keys staged by scheduled rotation: RS256 or ES256")
+	f.DurationVar(&o.signerRefresh, "signer-refresh", defaultSignerRefresh, "signer mode: how long the signers take at most to follow a promote (their watch of the state Secret plus kube-apiserver's refresh hint, the signer's --refresh-hint, default 10s); the outgoing key stays published that much longer; must be >= 0")
 
 	f.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API listener (TLS; off when empty); needs --state-secret")
 	f.StringVar(&o.adminTLSCertFile, "admin-tls-cert-file", "", "certificate chain of the admin listener, reloaded on change (default: --tls-cert-file)")
@@ -81,10 +90,20 @@ func (o *rotationOptions) addFlags(f *pflag.FlagSet) {
 // lifecycleOn reports whether the key lifecycle is configured.
 func (o rotationOptions) lifecycleOn() bool { return o.stateSecret != "" }
 
+// signerMode reports whether serve publishes a signer-mode state (KEP-740 external signer): a
+// state Secret and no other key source, since the signers sign with the state's active key and
+// no signing-key Secret or key file holds it.
+func (o rotationOptions) signerMode(so serveOptions) bool {
+	return o.lifecycleOn() && len(so.secrets) == 0 && len(so.keyFiles) == 0
+}
+
 // signingRef is the signing-key Secret: --signing-secret, else the only --secret.
 func (o rotationOptions) signingRef(so serveOptions) (ns, name string, err error) {
 	ref := o.signingSecret
 	if ref == "" {
+		if len(so.secrets) == 0 {
+			return "", "", errors.New("--state-secret with --key-file needs a signing-key Secret: give it as --secret and --signing-secret (signer mode, --state-secret without --secret, takes no --key-file)")
+		}
 		if len(so.secrets) != 1 {
 			return "", "", fmt.Errorf("--state-secret needs the signing-key Secret: give --signing-secret NAMESPACE/NAME (one of the %d --secret)", len(so.secrets))
 		}
@@ -119,6 +138,8 @@ func (o rotationOptions) validate(so serveOptions) error {
 			return errors.New("--admin-listen needs --state-secret: the admin API acts on the key lifecycle")
 		case o.rotateEvery != 0:
 			return errors.New("--rotate-every needs --state-secret")
+		case o.signerRefreshSet:
+			return errors.New("--signer-refresh needs signer mode: --state-secret without --secret and --key-file")
 		case o.leaderElect && o.leaseNamespace == "":
 			return errors.New("--leader-elect needs --leader-elect-namespace (or --state-secret, whose namespace is the default)")
 		}
@@ -128,12 +149,26 @@ func (o rotationOptions) validate(so serveOptions) error {
 	if err != nil {
 		return err
 	}
-	sns, sname, err := o.signingRef(so)
-	if err != nil {
-		return err
-	}
-	if ns == sns && name == sname {
-		return errors.New("--state-secret must not be the signing-key Secret")
+	if o.signerMode(so) {
+		if o.signingSecret != "" {
+			return errors.New("--signing-secret: signer mode has no signing-key Secret (the signers sign with the state's active key); drop it, or give the Secret as --secret too for Secret mode")
+		}
+		if o.signerRefresh < 0 {
+			return fmt.Errorf("--signer-refresh %s must not be negative", o.signerRefresh)
+		}
+	} else {
+		if o.signerRefreshSet {
+			// Refused rather than ignored: whoever set it expects signers, and a leftover --secret
+			// or --key-file turned serve into Secret mode.
+			return errors.New("--signer-refresh needs signer mode: --state-secret without --secret and --key-file")
+		}
+		sns, sname, err := o.signingRef(so)
+		if err != nil {
+			return err
+		}
+		if ns == sns && name == sname {
+			return errors.New("--state-secret must not be the signing-key Secret")
+		}
 	}
 	if o.maxTokenLifetime <= 0 {
 		return fmt.Errorf("--max-token-lifetime %s must be positive", o.maxTokenLifetime)
@@ -197,7 +232,8 @@ type adminListener struct {
 }
 
 // setup builds the background work and returns the key sources for the collector: the signing-key
-// Secret's source wrapped so its changes wake the leader, plus the lifecycle state's source.
+// Secret's source wrapped so its changes wake the leader, plus the lifecycle state's source; in
+// signer mode the state's source alone.
 func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []keys.Source, reg prometheus.Registerer, userAgent string) (*background, []keys.Source, error) {
 	b := &background{logger: logger}
 	if !o.lifecycleOn() && !o.leaderElect {
@@ -244,12 +280,12 @@ func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []k
 		return nil, nil, fmt.Errorf("creating Kubernetes client: %w", err)
 	}
 	stateNS, stateName, _ := splitRef("--state-secret", o.stateSecret)
-	signNS, signName, _ := o.signingRef(so)
-	b.manager, err = lifecycle.NewManager(lifecycle.Config{
+	stateRef := lifecycle.Ref{Namespace: stateNS, Name: stateName}
+	signer := o.signerMode(so)
+	lc := lifecycle.Config{
 		Secrets:          secrets,
 		Events:           secrets,
-		StateSecret:      lifecycle.Ref{Namespace: stateNS, Name: stateName},
-		SigningSecret:    lifecycle.Ref{Namespace: signNS, Name: signName},
+		StateSecret:      stateRef,
 		MaxTokenLifetime: o.maxTokenLifetime,
 		ClockSkew:        o.clockSkew,
 		MaxAge:           so.docs.MaxAge,
@@ -257,8 +293,14 @@ func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []k
 		RotateEvery:      o.rotateEvery,
 		RotateAlgorithm:  o.rotateAlgorithm,
 		Logger:           logger,
-	})
-	if err != nil {
+	}
+	if signer {
+		lc.Signer, lc.SignerRefresh = true, o.signerRefresh
+	} else {
+		signNS, signName, _ := o.signingRef(so)
+		lc.SigningSecret = lifecycle.Ref{Namespace: signNS, Name: signName}
+	}
+	if b.manager, err = lifecycle.NewManager(lc); err != nil {
 		return nil, nil, err
 	}
 	if o.maxTokenLifetime < 10*time.Minute {
@@ -266,15 +308,22 @@ func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []k
 	}
 	b.leader.Go("key-lifecycle", b.manager.RunLeader)
 
-	signingName := "secret/" + signNS + "/" + signName // kubesource.Source.Name
-	out := make([]keys.Source, 0, len(sources)+1)
-	for _, s := range sources {
-		if s.Name() == signingName {
-			s = b.manager.WatchSigningSource(s)
+	var out []keys.Source
+	if signer {
+		logger.Info("signer mode: publishing the keys of signer-mode state Secret "+stateRef.String()+"; promote takes effect through the signers",
+			"stateSecret", stateRef.String(), "signerRefresh", o.signerRefresh)
+		out = []keys.Source{signerStateSource{Source: b.manager.Source(), ref: stateRef}}
+	} else {
+		signingName := "secret/" + lc.SigningSecret.String() // kubesource.Source.Name
+		out = make([]keys.Source, 0, len(sources)+1)
+		for _, s := range sources {
+			if s.Name() == signingName {
+				s = b.manager.WatchSigningSource(s)
+			}
+			out = append(out, s)
 		}
-		out = append(out, s)
+		out = append(out, b.manager.Source())
 	}
-	out = append(out, b.manager.Source())
 
 	if o.adminListen != "" {
 		if b.admin, err = o.buildAdmin(logger, so, cfg, b.manager); err != nil {
@@ -282,6 +331,26 @@ func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []k
 		}
 	}
 	return b, out, nil
+}
+
+// signerStateSource is the state's source in signer mode, where it is the only key source. The
+// state source takes a missing Secret for an empty state, right while it sits beside a signing-key
+// Secret; alone, that would make /readyz ready with nothing to publish. So here a state without an
+// active key (no Secret yet, or a Secret-mode state) is a failed observation: unready until the
+// signers' state appears, and the last good keys stay published should it vanish.
+type signerStateSource struct {
+	keys.Source
+	ref lifecycle.Ref
+}
+
+func (s signerStateSource) Run(ctx context.Context, report func(keys.Observation)) error {
+	return s.Source.Run(ctx, func(o keys.Observation) {
+		o.AllowEmpty = false
+		if o.Err == nil && !slices.ContainsFunc(o.Keys, func(k keys.Key) bool { return k.Phase == keys.PhaseActive }) {
+			o.Err = fmt.Errorf("state Secret %s holds no signer-mode state (no active key): create it with `kube-oidc-issuer signer init` and start the signers", s.ref)
+		}
+		report(o)
+	})
 }
 
 func (o rotationOptions) buildAdmin(logger *slog.Logger, so serveOptions, cfg *rest.Config, m *lifecycle.Manager) (*adminListener, error) {

@@ -48,7 +48,7 @@ type serveOptions struct {
 func newServeCommand() *cobra.Command {
 	o := serveOptions{}
 	cmd := &cobra.Command{
-		Use:   "serve --issuer-url URL (--secret NAMESPACE/NAME | --key-file PATH)...",
+		Use:   "serve --issuer-url URL ((--secret NAMESPACE/NAME | --key-file PATH)... | --state-secret NAMESPACE/NAME)",
 		Short: "Serve the discovery document and JWKS from the cluster's signing key, following its changes",
 		Long: `Serve <issuer path>/.well-known/openid-configuration and <issuer path>/openid/v1/jwks on --listen,
 built from the cluster's service-account signing key. Keys come from Secrets (watched; Cluster API /
@@ -56,16 +56,22 @@ EKS Anywhere, kubeadm, OpenShift and *.pub layouts are detected) and from key fi
 they change). A source that turns bad keeps its last good keys published; until every source has
 delivered good keys the documents answer 503.
 
+Signer mode (KEP-740 external signer): --state-secret without --secret and --key-file publishes the
+keys of the signer-mode state written by ` + "`kube-oidc-issuer signer`" + `, whose active key the signers
+sign with; promote is one write of that state, followed by the signers within --signer-refresh.
+
 /healthz, /readyz (JSON details) and /metrics are served on --internal-listen.`,
 		Example: `  kube-oidc-issuer serve --issuer-url https://oidc.example.com/cluster-a --secret eksa-system/mycluster-sa
   kube-oidc-issuer serve --issuer-url https://oidc.example.com --key-file /etc/kubernetes/pki/sa.pub \
-      --tls-cert-file tls.crt --tls-key-file tls.key --listen :8443`,
+      --tls-cert-file tls.crt --tls-key-file tls.key --listen :8443
+  kube-oidc-issuer serve --issuer-url https://oidc.example.com --state-secret kube-oidc-issuer/signer-state`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
 			if err != nil {
 				return err
 			}
+			o.rotation.signerRefreshSet = cmd.Flags().Changed("signer-refresh")
 			return runServe(cmd.Context(), logger, o)
 		},
 	}
@@ -76,7 +82,7 @@ delivered good keys the documents answer 503.
 	f.BoolVar(&o.docs.JWKS.LegacyEmptyKID, "legacy-empty-kid", false, `also publish every key with "kid": "", for tokens minted before Kubernetes 1.16`)
 	f.StringSliceVar(&o.secrets, "secret", nil, "signing-key Secret NAMESPACE/NAME to watch; repeatable")
 	f.StringSliceVar(&o.keyFiles, "key-file", nil, "PEM key file to publish (e.g. kubeadm's sa.pub), re-read on change; repeatable")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --secret (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --secret, --state-secret and the other Kubernetes API clients (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	f.StringVar(&o.listen, "listen", ":8080", "address of the public listener (documents)")
 	f.StringVar(&o.internalListen, "internal-listen", ":8081", "address of the internal listener (/healthz, /readyz, /metrics); keep it off the public network")
 	f.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the public listener with TLS using this certificate chain (PEM), reloaded on change")
@@ -98,8 +104,8 @@ func (o serveOptions) validate() error {
 	if err := o.docs.Validate(); err != nil {
 		return err
 	}
-	if len(o.secrets) == 0 && len(o.keyFiles) == 0 {
-		return errors.New("no key source: give --secret NAMESPACE/NAME and/or --key-file PATH")
+	if len(o.secrets) == 0 && len(o.keyFiles) == 0 && !o.rotation.lifecycleOn() {
+		return errors.New("no key source: give --secret NAMESPACE/NAME and/or --key-file PATH, or --state-secret NAMESPACE/NAME alone for signer mode (serving a signer-mode state written by `kube-oidc-issuer signer`)")
 	}
 	for _, s := range o.secrets {
 		if _, _, err := splitSecretRef(s); err != nil {

@@ -85,9 +85,14 @@ func (p *publishedKIDs) get() []string {
 // check (always ready: the probe informs, it never gates serving). A missing probe is reported on
 // /readyz and in the log, not an error.
 func (o signingProbeOptions) setup(logger *slog.Logger, so serveOptions, bg *background, published *publishedKIDs, reg prometheus.Registerer, userAgent string) (server.ReadinessCheck, error) {
+	signer := bg.manager != nil && bg.manager.Config().Signer
 	sa, off := o.target()
 	if sa == "" {
-		logger.Info("signing probe off: retention counts from a key's departure from the signing-key Secret", "why", off)
+		fallback := "retention counts from a key's departure from the signing-key Secret"
+		if signer {
+			fallback = "retention counts from a key's promote plus --signer-refresh"
+		}
+		logger.Info("signing probe off: "+fallback, "why", off)
 		return server.ReadinessCheck{Name: "signingProbe", Check: func() (bool, any) {
 			return true, map[string]any{"running": false, "off": off, "fallback": true}
 		}}, nil
