@@ -7,7 +7,8 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG COMMIT=
-RUN CGO_ENABLED=0 go build -trimpath \
+# -tags grpcnotrace: see GO_TAGS in the Makefile.
+RUN CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
       -ldflags "-s -w -X github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version.version=${VERSION} -X github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version.commit=${COMMIT}" \
       -o /out/kube-oidc-issuer ./cmd/kube-oidc-issuer
 

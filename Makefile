@@ -7,6 +7,11 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null)
 PKG        := github.com/kube-oidc-issuer/kube-oidc-issuer
 LDFLAGS    := -s -w -X $(PKG)/internal/version.version=$(VERSION) -X $(PKG)/internal/version.commit=$(COMMIT)
+# grpcnotrace: gRPC (the KEP-740 signer) otherwise links golang.org/x/net/trace and with it
+# html/template, which keeps the linker from dropping unused methods: 58 MB instead of 37 MB, and
+# ~14 MiB more resident memory at start. The Dockerfile and the test harness build with it too
+# (deploy/test checks the image build and `make build`).
+GO_TAGS    := grpcnotrace
 IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
@@ -16,7 +21,7 @@ TEST_TIMEOUT ?= 30m
 all: build
 
 build: ## Static binary with version information
-	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube-oidc-issuer
+	CGO_ENABLED=0 go build -trimpath -tags '$(GO_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube-oidc-issuer
 
 test-binaries: ## Build (or find cached) kube-apiserver, etcd and MinIO for the integration tests
 	hack/build-test-binaries.sh kube-apiserver etcd minio >/dev/null

@@ -25,25 +25,10 @@ func TestKeyFileSourcePlainHTTP(t *testing.T) {
 	keyFile := filepath.Join(dir, "sa.pub")
 	writeFile(t, keyFile, k1.public)
 
-	publicPort, internalPort := freePortPair(t)
-	issuer, err := harness.StartIssuer(ctx, harness.IssuerConfig{
-		Binary:       shared.issuerBin,
-		Args:         []string{"--issuer-url", "https://oidc.example.com/kubeadm", "--key-file", keyFile, "--legacy-empty-kid", "--max-age", "5m"},
-		PublicPort:   publicPort,
-		InternalPort: internalPort,
-		LogPath:      filepath.Join(dir, "issuer.log"),
+	issuer := startServe(ctx, t, harness.IssuerConfig{
+		Args:    []string{"--issuer-url", "https://oidc.example.com/kubeadm", "--key-file", keyFile, "--legacy-empty-kid", "--max-age", "5m"},
+		LogPath: filepath.Join(dir, "issuer.log"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := issuer.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	if err := issuer.WaitReady(ctx, readyTimeout); err != nil {
-		t.Fatal(err)
-	}
 
 	jwksURL := "http://" + issuer.PublicAddr + "/kubeadm/openid/v1/jwks"
 	fetch := func() (map[string]jwk, string, http.Header) {

@@ -141,29 +141,12 @@ func runFlood(t *testing.T, bin string, src floodKeySource, tc floodCase, limits
 	if tc.fdLimit > 0 {
 		bin = withOpenFileLimit(t, dir, bin, tc.fdLimit)
 	}
-	publicPort, internalPort := freePortPair(t)
-	issuer, err := harness.StartIssuer(ctx, harness.IssuerConfig{
-		Binary:       bin,
-		Args:         args,
-		Env:          []string{"GOMEMLIMIT=" + limits.goMemLimit},
-		PublicPort:   publicPort,
-		InternalPort: internalPort,
-		LogPath:      filepath.Join(dir, "issuer.log"),
+	issuer := startServe(ctx, t, harness.IssuerConfig{
+		Binary:  bin,
+		Args:    args,
+		Env:     []string{"GOMEMLIMIT=" + limits.goMemLimit},
+		LogPath: filepath.Join(dir, "issuer.log"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := issuer.Stop(); err != nil {
-			t.Errorf("kube-oidc-issuer did not stop cleanly on SIGTERM: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("kube-oidc-issuer log (tail):\n%s", issuer.LogTail(6000))
-		}
-	})
-	if err := issuer.WaitReady(ctx, readyTimeout); err != nil {
-		t.Fatal(err)
-	}
 	jwksPath := "/flood/openid/v1/jwks"
 	jwksURL := scheme + "://" + issuer.PublicAddr + jwksPath
 	healthzURL := issuer.InternalURL + "/healthz"
@@ -429,31 +412,14 @@ type procMemory struct{ rss, hwm int64 }
 // closely among the per-process figures) from /proc/PID/status.
 func readMemory(t *testing.T, pid int) procMemory {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	rss, hwm, err := soakReadMemory(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m procMemory
-	for line := range strings.SplitSeq(string(b), "\n") {
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "VmRSS":
-			m.rss = kb << 10
-		case "VmHWM":
-			m.hwm = kb << 10
-		}
-	}
-	if m.rss == 0 || m.hwm == 0 {
+	if rss == 0 || hwm == 0 {
 		t.Fatalf("no VmRSS/VmHWM in /proc/%d/status", pid)
 	}
-	return m
+	return procMemory{rss: rss, hwm: hwm}
 }
 
 // countFDs counts the process's open file descriptors: each connection it holds is one.

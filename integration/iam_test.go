@@ -497,29 +497,14 @@ func TestServeKeepsIAMRegistration(t *testing.T) {
 	proxy := startIAMProxy(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(publicPort)))
 	const issuerURL = "https://" + iamHost + "/clusters/serve"
 	const arn = "arn:aws:iam::123456789012:oidc-provider/" + iamHost + "/clusters/serve"
-	issuer, err := harness.StartIssuer(ctx, harness.IssuerConfig{
-		Binary: shared.issuerBin,
+	issuer := startServe(ctx, t, harness.IssuerConfig{
 		Args: []string{"--issuer-url", issuerURL, "--key-file", saKey, "--tls-cert-file", certFile, "--tls-key-file", keyFile,
 			"--iam-register", "--iam-interval", "1s", "--iam-tag", "cluster=serve"},
 		Env:          iamProcessEnv(t, m, caFile, proxy.URL),
 		PublicPort:   publicPort,
 		InternalPort: internalPort,
-		LogPath:      filepath.Join(t.TempDir(), "issuer.log"), // not next to the watched key file
+		// The default log directory is not next to the watched key file.
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := issuer.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("issuer log:\n%s", issuer.LogTail(6000))
-		}
-	})
-	if err := issuer.WaitReady(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	waitProvider := func(what string, cond func(*iamProviderState) bool) time.Duration {
 		t.Helper()
 		start := time.Now()

@@ -71,6 +71,42 @@ func (s *runningSigner) stop(t *testing.T) {
 	s.done = nil
 }
 
+// startSignerCluster starts kube-apiserver + etcd signing through the external signer on socket
+// (which must answer: kube-apiserver fetches its keys while it starts), stopped when the test
+// ends, with the test namespace and service account created. signerLog, if set, is shown when
+// the start fails.
+func startSignerCluster(ctx context.Context, t *testing.T, workDir, issuer, socket string, signerLog func() string) (*testcluster.Cluster, kubernetes.Interface) {
+	t.Helper()
+	cluster, err := testcluster.Start(ctx, testcluster.Config{
+		BinDir:                        shared.binDir,
+		WorkDir:                       workDir,
+		ServiceAccountIssuers:         []string{issuer},
+		ServiceAccountSigningEndpoint: socket,
+	})
+	if err != nil {
+		if signerLog != nil {
+			t.Fatalf("kube-apiserver with the external signer: %v\nsigner log:\n%s", err, signerLog())
+		}
+		t.Fatalf("kube-apiserver with the external signer: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CoreV1().ServiceAccounts(testNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: testSA}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return cluster, kube
+}
+
 // signerMint asks kube-apiserver for a token for the test service account, bounded by timeout.
 func signerMint(ctx context.Context, kube kubernetes.Interface, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -169,31 +205,8 @@ func TestExternalSignerRotationWithoutRestart(t *testing.T) {
 
 	// kube-apiserver fetches the keys while it starts, so the signer comes first.
 	start := time.Now()
-	cluster, err := testcluster.Start(ctx, testcluster.Config{
-		BinDir:                        shared.binDir,
-		WorkDir:                       filepath.Join(t.TempDir(), "cluster"),
-		ServiceAccountIssuers:         []string{"https://oidc.example.test/clusters/signer"},
-		ServiceAccountSigningEndpoint: socket,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cluster.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
+	_, kube := startSignerCluster(ctx, t, filepath.Join(t.TempDir(), "cluster"), "https://oidc.example.test/clusters/signer", socket, nil)
 	t.Logf("kube-apiserver + etcd with the external signer up in %s", time.Since(start).Round(time.Millisecond))
-	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kube.CoreV1().ServiceAccounts(testNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: testSA}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 
 	// 1. A token is signed by K1, with exactly the header kube-apiserver's client accepts.
 	t1, err := signerMint(ctx, kube, 10*time.Second)

@@ -19,12 +19,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/harness"
-	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/lifecycle"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signerstate"
 )
@@ -180,30 +176,8 @@ func TestSignerMode(t *testing.T) {
 	unreachable := unreachableKubeconfig(t, dir)
 	sig := startSignerProcess(ctx, t, dir, "--socket", socket, "--state-secret", stateRef, "--state-cache", cache, "--kubeconfig", unreachable)
 	begin := time.Now()
-	cluster, err := testcluster.Start(ctx, testcluster.Config{
-		BinDir: shared.binDir, WorkDir: filepath.Join(dir, "cluster"),
-		ServiceAccountIssuers:         []string{signerModeIssuer},
-		ServiceAccountSigningEndpoint: socket,
-	})
-	if err != nil {
-		t.Fatalf("kube-apiserver with a cache-only signer: %v\n%s", err, sig.log())
-	}
-	t.Cleanup(func() {
-		if err := cluster.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
+	cluster, kube := startSignerCluster(ctx, t, filepath.Join(dir, "cluster"), signerModeIssuer, socket, sig.log)
 	t.Logf("kube-apiserver up against a signer serving from its cache alone: %s", time.Since(begin).Round(time.Millisecond))
-	kube, err := kubernetes.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kube.CoreV1().ServiceAccounts(testNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: testSA}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	tok1, err := signerMint(ctx, kube, 10*time.Second)
 	if err != nil {
 		t.Fatalf("TokenRequest: %v\n%s", err, sig.log())
@@ -250,28 +224,10 @@ func TestSignerMode(t *testing.T) {
 	}
 	// serve in signer mode publishes the same state: go-oidc verifies both tokens with its JWKS,
 	// which holds exactly kube-apiserver's keys.
-	publicPort, internalPort := freePortPair(t)
-	issuer, err := harness.StartIssuer(ctx, harness.IssuerConfig{
-		Binary:       shared.issuerBin,
-		Args:         []string{"--issuer-url", signerModeIssuer, "--state-secret", stateRef, "--kubeconfig", cluster.KubeconfigPath()},
-		PublicPort:   publicPort,
-		InternalPort: internalPort,
-		LogPath:      filepath.Join(dir, "serve.log"),
+	issuer := startServe(ctx, t, harness.IssuerConfig{
+		Args:    []string{"--issuer-url", signerModeIssuer, "--state-secret", stateRef, "--kubeconfig", cluster.KubeconfigPath()},
+		LogPath: filepath.Join(dir, "serve.log"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := issuer.Stop(); err != nil {
-			t.Errorf("serve did not stop cleanly: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("serve log:\n%s", issuer.LogTail(6000))
-		}
-	})
-	if err := issuer.WaitReady(ctx, readyTimeout); err != nil {
-		t.Fatal(err)
-	}
 	jwksURL := "http://" + issuer.PublicAddr + "/clusters/signer-mode/openid/v1/jwks"
 	verifier := oidc.NewVerifier(signerModeIssuer, oidc.NewRemoteKeySet(ctx, jwksURL), &oidc.Config{ClientID: stsAudience})
 	for name, tok := range map[string]string{"imported key": tok1, "promoted key": tok2} {

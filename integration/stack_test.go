@@ -494,3 +494,35 @@ func issuerTLS(t *testing.T, ca *pki.CA, dir string) (certFile, keyFile string, 
 	}
 	return certFile, keyFile, relying
 }
+
+// startServe runs `kube-oidc-issuer serve` as cfg says and waits until it is ready; it is stopped
+// (SIGTERM, which it must obey) when the test ends, and its log shown if the test failed. Unset
+// fields default: the race-enabled binary, free ports, a log file in a new temporary directory.
+func startServe(ctx context.Context, t *testing.T, cfg harness.IssuerConfig) *harness.Issuer {
+	t.Helper()
+	if cfg.Binary == "" {
+		cfg.Binary = shared.issuerBin
+	}
+	if cfg.PublicPort == 0 || cfg.InternalPort == 0 {
+		cfg.PublicPort, cfg.InternalPort = freePortPair(t)
+	}
+	if cfg.LogPath == "" {
+		cfg.LogPath = filepath.Join(t.TempDir(), "issuer.log")
+	}
+	issuer, err := harness.StartIssuer(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := issuer.Stop(); err != nil {
+			t.Errorf("kube-oidc-issuer serve did not stop cleanly on SIGTERM: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("kube-oidc-issuer serve log (tail):\n%s", issuer.LogTail(6000))
+		}
+	})
+	if err := issuer.WaitReady(ctx, readyTimeout); err != nil {
+		t.Fatal(err)
+	}
+	return issuer
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,6 +134,7 @@ func TestImageBinary(t *testing.T) {
 		t.Errorf("symbol table present: want -s -w (stripped)")
 	}
 	f.Close()
+	assertBuildTags(t, bin)
 
 	v, err := exec.Command(bin, "version").CombinedOutput()
 	if err != nil || !strings.Contains(string(v), version) || !strings.Contains(string(v), commit) {
@@ -274,4 +277,38 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// wantBuildTags are the tags every release build needs (GO_TAGS in the Makefile): grpcnotrace keeps
+// gRPC's golang.org/x/net/trace, and with it html/template, out of the binary (58 MB instead of
+// 37 MB, ~14 MiB more resident memory).
+const wantBuildTags = "grpcnotrace"
+
+// assertBuildTags checks the build settings recorded in bin.
+func assertBuildTags(t *testing.T, bin string) {
+	t.Helper()
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-tags" && slices.Contains(strings.Split(s.Value, ","), wantBuildTags) {
+			return
+		}
+	}
+	t.Errorf("%s was built without -tags %s", bin, wantBuildTags)
+}
+
+// TestMakeBuildTags: `make build` builds with the release tags too.
+func TestMakeBuildTags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "kube-oidc-issuer")
+	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+bin)
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	assertBuildTags(t, bin)
 }
