@@ -16,7 +16,7 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror run image test-binaries clean docs doctor test-soak
+.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror bench-signer run image test-binaries clean docs doctor test-soak
 
 all: build
 
@@ -63,6 +63,9 @@ bench-serve: test-binaries ## wrk load run of `serve` against a bare net/http ba
 
 bench-flood: test-binaries ## 5,000 idle connections to the release binary (plain, TLS) and a flood against a low open-file limit; prints RSS, held connections, probe latency
 	hack/bench-flood.sh
+
+bench-signer: test-binaries ## KEP-740 signer: Sign p50/p99 over the socket (RS256, ES256; 1 and 50 callers); TokenRequest throughput with the signer vs a key file; FetchKeys per minute
+	go run ./integration/cmd/benchsigner
 
 bench-mirror: test-binaries ## Secret change → both documents updated in S3 (moto and MinIO); prints min/p50/p90/max
 	go run ./integration/cmd/benchmirror

@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/harness"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/lifecycle"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signerstate"
 )
@@ -251,6 +253,52 @@ func TestSignerMode(t *testing.T) {
 	tok3, attempts := mintUntilKID(ctx, t, kube, staged.KID, 30*time.Second)
 	t.Logf("signer restarted: token with the promoted key at attempt %d", attempts)
 
+	// 5b. A second control-plane node: its own signer process with its own copy of the cache, its
+	// own kube-apiserver on the same etcd. One promote switches both.
+	cached, err := signerstate.ReadCache(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache2 := filepath.Join(dir, "state-node2.json")
+	if err := signerstate.WriteCache(cache2, cached); err != nil {
+		t.Fatal(err)
+	}
+	socket2 := filepath.Join(sockDir, "signer2.sock")
+	startSignerProcess(ctx, t, dir, "--socket", socket2, "--state-secret", stateRef, "--state-cache", cache2, "--kubeconfig", cluster.KubeconfigPath())
+	api2, err := cluster.StartAPIServer(ctx, func(c *testcluster.Config) { c.ServiceAccountSigningEndpoint = socket2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc2 := cluster.RESTConfig()
+	rc2.Host = api2.URL()
+	kube2, err := kubernetes.NewForConfig(rc2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := signerMint(ctx, kube2, 10*time.Second); err != nil || kidOf(t, tok) != staged.KID {
+		t.Fatalf("second kube-apiserver before the promote: %v", err)
+	}
+	third, err := m.Stage(ctx, lifecycle.AlgorithmRS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin = time.Now()
+	if _, err := m.Promote(ctx, third.KID, true); err != nil {
+		t.Fatal(err)
+	}
+	var nodeTokens [2]string
+	for i, k := range []kubernetes.Interface{kube, kube2} {
+		tok, attempts := mintUntilKID(ctx, t, k, third.KID, 30*time.Second)
+		nodeTokens[i] = tok
+		t.Logf("one promote, node %d: first token with the new key %s after the promote (attempt %d)", i+1, time.Since(begin).Round(time.Millisecond), attempts)
+	}
+	if !signerReview(ctx, t, kube, nodeTokens[1]) || !signerReview(ctx, t, kube2, nodeTokens[0]) || !signerReview(ctx, t, kube2, tok1) {
+		t.Fatal("a kube-apiserver rejects a token minted through the other node, or the imported key's token")
+	}
+	if err := api2.Stop(); err != nil {
+		t.Errorf("stopping the second kube-apiserver: %v", err)
+	}
+
 	// 6. Full cold start: the signer from its cache alone, then kube-apiserver restarted.
 	sig.stop(t)
 	sig = startSignerProcess(ctx, t, dir, "--socket", socket, "--state-secret", stateRef, "--state-cache", cache, "--kubeconfig", unreachable)
@@ -258,7 +306,7 @@ func TestSignerMode(t *testing.T) {
 	if err := cluster.RestartAPIServer(ctx, nil); err != nil {
 		t.Fatalf("restarting kube-apiserver against a cache-only signer: %v\n%s", err, sig.log())
 	}
-	tok4, _ := mintUntilKID(ctx, t, kube, staged.KID, 30*time.Second)
+	tok4, _ := mintUntilKID(ctx, t, kube, third.KID, 30*time.Second)
 	t.Logf("cold start (kube-apiserver restarted, signer without API server): token with the promoted key %s later", time.Since(begin).Round(time.Millisecond))
 	for name, tok := range map[string]string{"imported key": tok1, "promoted key": tok2, "after the signer restart": tok3, "after the cold start": tok4} {
 		if !signerReview(ctx, t, kube, tok) {

@@ -36,6 +36,7 @@ const (
 // 2 min to find connections whose peer is gone.
 func (s *Server) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.UnaryInterceptor(s.metrics.interceptor),
 		grpc.MaxRecvMsgSize(s.maxClaims + maxRecvOverhead),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.MaxHeaderListSize(maxHeaderListSize),

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"time"
 
@@ -46,11 +47,14 @@ type Config struct {
 	MaxClaimsBytes int
 	// Logger receives errors with their details and one debug line per token. Nil discards.
 	Logger *slog.Logger
+	// Registerer receives the call metrics; nil leaves them unexported.
+	Registerer prometheus.Registerer
 }
 
 // Server implements the ExternalJWTSigner v1 gRPC service over a KeySet. It is safe for
 // concurrent use; Serve runs it on a listener.
 type Server struct {
+	metrics *metrics
 	externaljwtv1.UnimplementedExternalJWTSignerServer
 
 	keys        KeySet
@@ -92,7 +96,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("creating signer: %w", err)
 	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("creating signer: %w", err)
+	}
 	return &Server{
+		metrics:     m,
 		keys:        cfg.Keys,
 		refreshHint: int64(cfg.RefreshHint / time.Second),
 		maxExpiry:   int64(cfg.MaxTokenExpiration / time.Second),

@@ -129,7 +129,10 @@ func runSigner(ctx context.Context, logger *slog.Logger, o signerOptions) error 
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
-	srv, err := signer.NewServer(signer.Config{Keys: state, RefreshHint: o.refreshHint, MaxTokenExpiration: o.maxTokenLifetime, Logger: logger})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerSignerMetrics(reg, state)
+	srv, err := signer.NewServer(signer.Config{Keys: state, RefreshHint: o.refreshHint, MaxTokenExpiration: o.maxTokenLifetime, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -137,10 +140,6 @@ func runSigner(ctx context.Context, logger *slog.Logger, o signerOptions) error 
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerSignerMetrics(reg, state)
-
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return state.Run(ctx) })
 	g.Go(func() error { return srv.Serve(ctx, lis) })
