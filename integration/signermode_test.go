@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,12 @@ type signerProcess struct {
 // startSignerProcess runs `kube-oidc-issuer signer` with args and waits until /readyz answers 200.
 func startSignerProcess(ctx context.Context, t *testing.T, dir string, args ...string) *signerProcess {
 	t.Helper()
+	return startSignerProcessWith(ctx, t, dir, nil, args...)
+}
+
+// startSignerProcessWith is startSignerProcess with extra environment variables.
+func startSignerProcessWith(ctx context.Context, t *testing.T, dir string, env []string, args ...string) *signerProcess {
+	t.Helper()
 	port := freePorts(t, 1)[0]
 	p := &signerProcess{internal: "http://127.0.0.1:" + strconv.Itoa(port), logPath: filepath.Join(dir, fmt.Sprintf("signer-%d.log", time.Now().UnixNano())), done: make(chan error, 1)}
 	logFile, err := os.Create(p.logPath)
@@ -48,6 +55,7 @@ func startSignerProcess(ctx context.Context, t *testing.T, dir string, args ...s
 	p.cmd = exec.Command(shared.issuerBin, append([]string{"signer", "--internal-listen", "127.0.0.1:" + strconv.Itoa(port),
 		"--refresh-hint", "2s", "--log-format", "text"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	p.cmd.Env = append(os.Environ(), env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -327,4 +335,96 @@ func pemPublicKey(t *testing.T, pemBytes []byte) crypto.PublicKey {
 		t.Fatal(err)
 	}
 	return pub
+}
+
+// TestSignerModeKMS: signer mode with keys held in AWS KMS (moto_server). serve --kms-keys with
+// scheduled rotation creates the next key in KMS and promotes it; the signer process signs through
+// kms:Sign; tokens verify with kube-apiserver's TokenReview and with go-oidc through serve's JWKS,
+// and the state holds the key's ARN and no private key.
+func TestSignerModeKMS(t *testing.T) {
+	skipIfShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "koi-kms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	socket := filepath.Join(sockDir, "signer.sock")
+	cache := filepath.Join(dir, "state.json")
+	const stateNS, stateName = "kube-system", "kube-oidc-issuer-signer"
+	stateRef := stateNS + "/" + stateName
+
+	m, err := harness.StartMoto(ctx, harness.MotoConfig{LogPath: filepath.Join(dir, "moto.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("moto_server log:\n%s", m.LogTail(3000))
+		}
+		if err := m.Stop(); err != nil {
+			t.Errorf("stopping moto_server: %v", err)
+		}
+	})
+	awsEnv := []string{
+		"AWS_ACCESS_KEY_ID=" + harness.MotoAccessKeyID, "AWS_SECRET_ACCESS_KEY=" + harness.MotoSecretAccessKey,
+		"AWS_REGION=" + harness.MotoRegion, "AWS_CONFIG_FILE=" + filepath.Join(dir, "no-config"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "no-credentials"), "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_ENDPOINT_URL_KMS=" + m.URL,
+	}
+
+	if out, err := exec.CommandContext(ctx, shared.issuerBin, "signer", "init", "--state-cache", cache, "--algorithm", "RS256").CombinedOutput(); err != nil {
+		t.Fatalf("signer init: %v\n%s", err, out)
+	}
+	sig := startSignerProcess(ctx, t, dir, "--socket", socket, "--state-secret", stateRef, "--state-cache", cache,
+		"--kubeconfig", unreachableKubeconfig(t, dir))
+	cluster, kube := startSignerCluster(ctx, t, filepath.Join(dir, "cluster"), signerModeIssuer, socket, sig.log)
+	sig.stop(t)
+	sig = startSignerProcessWith(ctx, t, dir, awsEnv, "--socket", socket, "--state-secret", stateRef, "--state-cache", cache,
+		"--kubeconfig", cluster.KubeconfigPath())
+	store := lifecycle.NewStore(kube.CoreV1(), stateNS, stateName)
+	waitFor(t, 30*time.Second, "the state Secret created from the cache", func() bool {
+		st, err := store.Read(ctx)
+		return err == nil && st.Signer
+	})
+
+	// Scheduled rotation every 6 s with a 3 s publish lead: the next key is created in KMS.
+	issuer := startServe(ctx, t, harness.IssuerConfig{
+		Args: []string{"--issuer-url", signerModeIssuer, "--state-secret", stateRef, "--kubeconfig", cluster.KubeconfigPath(),
+			"--kms-keys", "--rotate-every", "6s", "--publish-lead", "3s", "--max-age", "1s"},
+		Env: awsEnv,
+	})
+	var kmsKey lifecycle.Record
+	waitFor(t, 60*time.Second, "a KMS key promoted by scheduled rotation", func() bool {
+		st, err := store.Read(ctx)
+		if err != nil {
+			return false
+		}
+		a, ok := st.Active()
+		kmsKey = a
+		return ok && a.KMSKey != ""
+	})
+	if kmsKey.HasPrivateKey() || !strings.HasPrefix(kmsKey.KMSKey, "arn:aws:kms:"+harness.MotoRegion+":") {
+		t.Fatalf("KMS-held active key: ARN %q, private key in the state %v", kmsKey.KMSKey, kmsKey.HasPrivateKey())
+	}
+	tok, attempts := mintUntilKID(ctx, t, kube, kmsKey.KID, 30*time.Second)
+	t.Logf("token signed through kms:Sign (moto) with kid %s at attempt %d", kmsKey.KID, attempts)
+	assertSignerToken(t, tok, kmsKey.KID, kmsKey.Public.Public())
+	if !signerReview(ctx, t, kube, tok) {
+		t.Fatal("TokenReview rejects the KMS-signed token")
+	}
+	jwksURL := "http://" + issuer.PublicAddr + "/clusters/signer-mode/openid/v1/jwks"
+	verifier := oidc.NewVerifier(signerModeIssuer, oidc.NewRemoteKeySet(ctx, jwksURL), &oidc.Config{ClientID: stsAudience})
+	if _, err := verifier.Verify(ctx, tok); err != nil {
+		t.Fatalf("go-oidc with serve's JWKS rejects the KMS-signed token: %v", err)
+	}
+	cached, err := os.ReadFile(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cached), kmsKey.KMSKey) {
+		t.Fatal("the signer's cache does not hold the KMS key's ARN")
+	}
 }

@@ -61,6 +61,7 @@ type docRecord struct {
 	Algorithm    string     `json:"algorithm"`
 	PublicKey    string     `json:"publicKey"`
 	PrivateKey   string     `json:"privateKey,omitempty"`
+	KMSKey       string     `json:"kmsKey,omitempty"`
 	Created      time.Time  `json:"created"`
 	Promoted     time.Time  `json:"promoted,omitzero"`
 	Retired      time.Time  `json:"retired,omitzero"`
@@ -198,7 +199,18 @@ func recordFromDoc(d docRecord, signerMode bool) (Record, error) {
 	r := Record{
 		KID: d.KID, Phase: d.Phase, Algorithm: d.Algorithm, Public: pub,
 		Created: d.Created, Promoted: d.Promoted, Retired: d.Retired, PublishUntil: d.PublishUntil, Promoting: d.Promoting,
-		LastSigned: d.LastSigned,
+		LastSigned: d.LastSigned, KMSKey: d.KMSKey,
+	}
+	if d.KMSKey != "" {
+		if !signerMode {
+			return Record{}, errors.New("kmsKey belongs to signer-mode states only")
+		}
+		if d.PrivateKey != "" {
+			return Record{}, errors.New("a key held in KMS must not carry a private key")
+		}
+		if err := validKMSKeyARN(d.KMSKey); err != nil {
+			return Record{}, err
+		}
 	}
 	if d.PrivateKey != "" {
 		switch {
@@ -220,12 +232,12 @@ func recordFromDoc(d docRecord, signerMode bool) (Record, error) {
 	}
 	switch d.Phase {
 	case keys.PhaseStaged:
-		if len(r.private) == 0 {
-			return Record{}, errors.New("a staged key needs its private key")
+		if len(r.private) == 0 && r.KMSKey == "" {
+			return Record{}, errors.New("a staged key needs its private key (or, in a signer-mode state, a KMS key)")
 		}
 	case keys.PhaseActive:
-		if signerMode && len(r.private) == 0 {
-			return Record{}, errors.New("the active key of a signer-mode state needs its private key")
+		if signerMode && len(r.private) == 0 && r.KMSKey == "" {
+			return Record{}, errors.New("the active key of a signer-mode state needs its private key or a KMS key")
 		}
 	case keys.PhasePrevious:
 		if d.PublishUntil.IsZero() {
@@ -276,12 +288,12 @@ func (s *State) validateSigner() error {
 		switch r.Phase {
 		case keys.PhaseActive:
 			active++
-			if len(r.private) == 0 {
-				return fmt.Errorf("active key %s has no private key", r.KID)
+			if !r.CanSign() {
+				return fmt.Errorf("active key %s has no private key and no KMS key", r.KID)
 			}
 		case keys.PhaseStaged:
-			if len(r.private) == 0 {
-				return fmt.Errorf("staged key %s has no private key", r.KID)
+			if !r.CanSign() {
+				return fmt.Errorf("staged key %s has no private key and no KMS key", r.KID)
 			}
 		default:
 			if len(r.private) != 0 {
@@ -320,6 +332,7 @@ func MarshalDocument(s *State) ([]byte, error) {
 			PrivateKey: string(r.private),
 			Created:    utc(r.Created), Promoted: utc(r.Promoted), Retired: utc(r.Retired),
 			PublishUntil: utc(r.PublishUntil), Promoting: utc(r.Promoting), LastSigned: utc(r.LastSigned),
+			KMSKey: r.KMSKey,
 		})
 	}
 	if !s.Signing.At.IsZero() {

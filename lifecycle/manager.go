@@ -75,6 +75,9 @@ type Config struct {
 	RotateEvery time.Duration
 	// RotateAlgorithm is the algorithm of keys staged by scheduled rotation (default RS256).
 	RotateAlgorithm string
+	// NewKey makes the key Stage stages; nil generates one in memory (NewStagedRecord). Signer
+	// mode may create it in AWS KMS instead (NewKMSRecord).
+	NewKey func(ctx context.Context, alg string, now time.Time) (Record, error)
 
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -247,7 +250,11 @@ func (m *Manager) Stage(ctx context.Context, alg string) (Record, error) {
 	} else if cur, ok := st.Staged(); ok {
 		return Record{}, fmt.Errorf("%w: key %s is already staged: promote or withdraw it first", ErrConflict, cur.KID)
 	}
-	rec, err := NewStagedRecord(alg, m.now())
+	newKey := m.cfg.NewKey
+	if newKey == nil {
+		newKey = func(_ context.Context, alg string, now time.Time) (Record, error) { return NewStagedRecord(alg, now) }
+	}
+	rec, err := newKey(ctx, alg, m.now())
 	if err != nil {
 		return Record{}, err
 	}

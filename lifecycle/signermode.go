@@ -135,3 +135,27 @@ func (s *State) nextSignerGeneration(prev *State, now time.Time) {
 func (s *State) empty() bool {
 	return !s.Signer && len(s.Keys) == 0 && s.SigningSecret == "" && s.Signing.At.IsZero()
 }
+
+// CanSign reports whether the record holds what signs: its private key, or a KMS key.
+func (r Record) CanSign() bool { return len(r.private) > 0 || r.KMSKey != "" }
+
+// NewKMSRecord is a staged record for a key held in AWS KMS (arn), whose public half is pub.
+func NewKMSRecord(arn string, pub crypto.PublicKey, now time.Time) (Record, error) {
+	if err := validKMSKeyARN(arn); err != nil {
+		return Record{}, err
+	}
+	pk, err := keys.NewPublicKey(pub)
+	if err != nil {
+		return Record{}, fmt.Errorf("KMS key %s: %w", arn, err)
+	}
+	return Record{KID: pk.KeyID(), Phase: keys.PhaseStaged, Algorithm: pk.Algorithm(), Public: pk, Created: now, KMSKey: arn}, nil
+}
+
+// validKMSKeyARN accepts arn:PARTITION:kms:REGION:ACCOUNT:key/ID, bounded.
+func validKMSKeyARN(arn string) error {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(arn) > 2048 || len(parts) != 6 || parts[0] != "arn" || parts[2] != "kms" || !strings.HasPrefix(parts[5], "key/") || strings.ContainsAny(arn, " \t\r\n") {
+		return fmt.Errorf("kmsKey %.80q is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)", arn)
+	}
+	return nil
+}

@@ -15,6 +15,8 @@ import (
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signingprobe"
 )
 
+const testKMSARN = "arn:aws:kms:eu-west-1:123456789012:key/0f8e6c1a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
+
 func newSignerState(t *testing.T) (*State, Record) {
 	t.Helper()
 	k, err := NewStagedRecord(AlgorithmES256, t0)
@@ -89,6 +91,13 @@ func TestSignerDocumentInvariants(t *testing.T) {
 			r.Phase, r.PublishUntil = keys.PhasePrevious, t0
 			s.Keys = append(s.Keys, r)
 		}, "must not carry a private key"},
+		{"active key held in KMS", func(s *State) { s.Keys[0].private, s.Keys[0].KMSKey = nil, testKMSARN }, ""},
+		{"KMS key with a private key", func(s *State) { s.Keys[0].KMSKey = testKMSARN }, "must not carry a private key"},
+		{"not a KMS key ARN", func(s *State) { s.Keys[0].private, s.Keys[0].KMSKey = nil, "arn:aws:iam::123456789012:role/x" }, "not a KMS key ARN"},
+		{"KMS key in Secret mode", func(s *State) {
+			s.Signer, s.ID, s.Generation, s.KeysChanged = false, "", 0, time.Time{}
+			s.Keys[0].private, s.Keys[0].KMSKey = nil, testKMSARN
+		}, "signer-mode states only"},
 		{"no id", func(s *State) { s.ID = "" }, "id"},
 		{"odd id", func(s *State) { s.ID = strings.Repeat("x", 15) + "/" }, "id"},
 		{"generation 0", func(s *State) { s.Generation = 0 }, "generation"},
@@ -126,7 +135,7 @@ func marshalUnchecked(s *State) ([]byte, error) {
 		Generation: s.Generation, KeysChanged: utc(s.KeysChanged)}
 	for _, r := range s.Keys {
 		doc.Keys = append(doc.Keys, docRecord{KID: r.KID, Phase: r.Phase, Algorithm: r.Algorithm, PublicKey: string(r.Public.PEM()),
-			PrivateKey: string(r.private), Created: utc(r.Created), Promoted: utc(r.Promoted), PublishUntil: utc(r.PublishUntil)})
+			PrivateKey: string(r.private), KMSKey: r.KMSKey, Created: utc(r.Created), Promoted: utc(r.Promoted), PublishUntil: utc(r.PublishUntil)})
 	}
 	return json.Marshal(doc)
 }

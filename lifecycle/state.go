@@ -48,6 +48,9 @@ type Record struct {
 	// LastSigned is when a signing probe last saw the control plane sign with the key (zero if
 	// never, or if no probe runs).
 	LastSigned time.Time
+	// KMSKey is the ARN of the AWS KMS key holding the private key (signer mode only): the key
+	// signs through kms:Sign, and no private key is in the state.
+	KMSKey string
 
 	private secretPEM
 }
@@ -172,8 +175,8 @@ func (s *State) Stage(r Record) error {
 	if _, ok := s.Lookup(r.KID); ok {
 		return fmt.Errorf("%w: key %s is already in the lifecycle", ErrConflict, r.KID)
 	}
-	if r.Phase != keys.PhaseStaged || len(r.private) == 0 {
-		return fmt.Errorf("staging key %s: a staged record needs phase staged and a private key", r.KID)
+	if r.Phase != keys.PhaseStaged || !r.CanSign() {
+		return fmt.Errorf("staging key %s: a staged record needs phase staged and a private key or a KMS key", r.KID)
 	}
 	s.Keys = append(s.Keys, r)
 	s.sort()

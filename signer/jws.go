@@ -51,12 +51,16 @@ func signJWS(key SigningKey, signingInput string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := hash.New()
-	h.Write([]byte(signingInput))
-	digest := h.Sum(nil)
-
-	// Passing the hash (not *rsa.PSSOptions) selects PKCS #1 v1.5 for RSA signers.
-	sig, err := key.signer.Sign(rand.Reader, digest, hash)
+	var sig []byte
+	if ms, ok := key.signer.(crypto.MessageSigner); ok {
+		// A remote key (AWS KMS) is given the message: it hashes it itself.
+		sig, err = ms.SignMessage(rand.Reader, []byte(signingInput), hash)
+	} else {
+		h := hash.New()
+		h.Write([]byte(signingInput))
+		// Passing the hash (not *rsa.PSSOptions) selects PKCS #1 v1.5 for RSA signers.
+		sig, err = key.signer.Sign(rand.Reader, h.Sum(nil), hash)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("signing with %s: %w", key, err)
 	}

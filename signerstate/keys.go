@@ -2,6 +2,7 @@ package signerstate
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/kmskey"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/lifecycle"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signer"
 )
@@ -32,6 +34,8 @@ type Config struct {
 	Logger    *slog.Logger
 	// OnChange, if set, is called after every accepted state (for metrics).
 	OnChange func(Status)
+	// KMS signs with keys held in AWS KMS (records with a KMS key); nil refuses such a state.
+	KMS kmskey.API
 }
 
 // Keys is a signer.KeySet over the signer-mode state: Snapshot is an atomic load of the snapshot
@@ -44,6 +48,8 @@ type Keys struct {
 	mu     sync.Mutex
 	cur    *lifecycle.State // the state signed with; nil until one was accepted
 	status Status
+	// kmsKeys are the KMS keys opened so far, by ARN: opening one costs a kms:GetPublicKey.
+	kmsKeys map[string]*kmskey.Signer
 }
 
 var _ signer.KeySet = (*Keys)(nil)
@@ -76,7 +82,7 @@ func New(cfg Config) (*Keys, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	k := &Keys{cfg: cfg, log: cfg.Logger.With("component", "signer-state", "stateSecret", cfg.StateSecret.String())}
+	k := &Keys{cfg: cfg, kmsKeys: map[string]*kmskey.Signer{}, log: cfg.Logger.With("component", "signer-state", "stateSecret", cfg.StateSecret.String())}
 	st, err := ReadCache(cfg.CachePath)
 	switch {
 	case errors.Is(err, ErrNoCache):
@@ -205,7 +211,7 @@ func (k *Keys) acceptRemote(st *lifecycle.State) {
 // cannot sign), writes the cache when st came from the Secret, then swaps the snapshot in. The
 // cache is written first so that a restart never signs with an older key than the one before it.
 func (k *Keys) accept(st *lifecycle.State, from string, writeCache bool) error {
-	snap, err := snapshotOf(st)
+	snap, err := k.snapshotOf(st)
 	if err != nil {
 		return err
 	}
@@ -269,12 +275,20 @@ func (k *Keys) fail(err error, msg string) {
 
 // snapshotOf is what the signer serves for st: the active key signs, every key is published,
 // and the data timestamp is when the keys last changed.
-func snapshotOf(st *lifecycle.State) (signer.Snapshot, error) {
+func (k *Keys) snapshotOf(st *lifecycle.State) (signer.Snapshot, error) {
 	active, ok := st.Active()
 	if !ok {
 		return signer.Snapshot{}, errors.New("the state has no active key")
 	}
-	priv, err := active.PrivateSigner()
+	var (
+		priv crypto.Signer
+		err  error
+	)
+	if active.KMSKey != "" {
+		priv, err = k.kmsSigner(active.KMSKey)
+	} else {
+		priv, err = active.PrivateSigner()
+	}
 	if err != nil {
 		return signer.Snapshot{}, err
 	}
@@ -290,4 +304,28 @@ func snapshotOf(st *lifecycle.State) (signer.Snapshot, error) {
 		snap.Published = append(snap.Published, signer.PublishedKey{Public: r.Public})
 	}
 	return snap, nil
+}
+
+// kmsSigner opens the KMS key arn once; the opened signers are kept (a promote back and forth, or
+// a state accepted again, costs no further GetPublicKey).
+func (k *Keys) kmsSigner(arn string) (crypto.Signer, error) {
+	if k.cfg.KMS == nil {
+		return nil, fmt.Errorf("the active key is KMS key %s and this signer has no KMS client", arn)
+	}
+	k.mu.Lock()
+	s, ok := k.kmsKeys[arn]
+	k.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kmskey.CallTimeout)
+	defer cancel()
+	s, err := kmskey.Open(ctx, k.cfg.KMS, arn)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.kmsKeys[arn] = s
+	k.mu.Unlock()
+	return s, nil
 }

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/iam"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/kmskey"
 )
 
 func newIAMPolicyCommand() *cobra.Command {
-	var issuerURL, accountID, partition string
+	var issuerURL, accountID, partition, region string
+	var kmsKeys bool
 	cmd := &cobra.Command{
 		Use:   "iam-policy [--issuer-url URL] [--account-id ID]",
 		Short: "Print the minimal IAM policy that lets register and serve --iam-register manage the issuer's OIDC provider",
@@ -35,7 +38,17 @@ that runs "register" or "serve --iam-register": iam:ListOpenIDConnectProviders (
 			if err := iam.ValidatePartition(partition); err != nil {
 				return fmt.Errorf("--partition: %w", err)
 			}
-			body, err := iam.RegistrationPolicy(partition, accountID, issuerURL).Render()
+			policy := iam.RegistrationPolicy(partition, accountID, issuerURL)
+			if kmsKeys {
+				if issuerURL != "" {
+					return errors.New("--kms prints the KMS policy of signer mode, which has no issuer URL: drop --issuer-url")
+				}
+				if !validRegionPattern(region) {
+					return fmt.Errorf("--region %q: want a region such as eu-west-1, or *", region)
+				}
+				policy = kmskey.Policy(partition, region, accountID)
+			}
+			body, err := policy.Render()
 			if err != nil {
 				return err
 			}
@@ -46,5 +59,23 @@ that runs "register" or "serve --iam-register": iam:ListOpenIDConnectProviders (
 	cmd.Flags().StringVar(&issuerURL, "issuer-url", "", "limit the policy to the provider for this issuer URL")
 	cmd.Flags().StringVar(&accountID, "account-id", "*", "AWS account ID of the provider")
 	cmd.Flags().StringVar(&partition, "partition", "aws", "AWS partition: aws, aws-cn, aws-us-gov")
+	cmd.Flags().BoolVar(&kmsKeys, "kms", false, "print instead the KMS policy of signer mode with KMS-held keys (serve --kms-keys creates tagged keys; the signers sign with them); give the signers only its UseSigningKeys statement")
+	cmd.Flags().StringVar(&region, "region", "*", "with --kms: the AWS region of the keys")
 	return cmd
+}
+
+// validRegionPattern accepts "*" or a region name (letters, digits, dashes).
+func validRegionPattern(r string) bool {
+	if r == "*" {
+		return true
+	}
+	if r == "" || len(r) > 32 {
+		return false
+	}
+	for _, c := range r {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

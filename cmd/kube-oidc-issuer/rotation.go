@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/kmskey"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -46,6 +48,7 @@ type rotationOptions struct {
 	signerRefresh    time.Duration
 	// signerRefreshSet is whether --signer-refresh was given: only signer mode has signers.
 	signerRefreshSet bool
+	kmsKeys          bool
 
 	adminListen      string
 	adminTLSCertFile string
@@ -64,6 +67,7 @@ type rotationOptions struct {
 
 func (o *rotationOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.stateSecret, "state-secret", "", "NAMESPACE/NAME of the Secret holding the key lifecycle (staged keys and their private keys, retained keys); enables rotation and the admin API. Without --secret and --key-file it is signer mode: the Secret holds the signer-mode state written by `kube-oidc-issuer signer` (its active key signs through the signers), and it is the only key source")
+	f.BoolVar(&o.kmsKeys, "kms-keys", false, "signer mode: create staged keys in AWS KMS (RS256: RSA_2048, ES256: ECC_NIST_P256; tagged with the state Secret) instead of in memory; the state records their ARNs and the signers sign through kms:Sign. AWS configuration from the SDK's default chain (AWS_ENDPOINT_URL_KMS honoured); the permissions: `kube-oidc-issuer iam-policy --kms`")
 	f.StringVar(&o.signingSecret, "signing-secret", "", "NAMESPACE/NAME of the signing-key Secret that promote writes into and whose departures are tracked (default: the only --secret)")
 	f.DurationVar(&o.maxTokenLifetime, "max-token-lifetime", 24*time.Hour, "longest lifetime of a service-account token the cluster issues; a key that stops signing stays published this long + --token-clock-skew + --max-age")
 	f.DurationVar(&o.clockSkew, "token-clock-skew", lifecycle.DefaultClockSkew, "clock skew relying parties allow on expiry, added to the retention of a key that stopped signing")
@@ -140,6 +144,8 @@ func (o rotationOptions) validate(so serveOptions) error {
 			return errors.New("--rotate-every needs --state-secret")
 		case o.signerRefreshSet:
 			return errors.New("--signer-refresh needs signer mode: --state-secret without --secret and --key-file")
+		case o.kmsKeys:
+			return errors.New("--kms-keys needs signer mode: --state-secret without --secret and --key-file")
 		case o.leaderElect && o.leaseNamespace == "":
 			return errors.New("--leader-elect needs --leader-elect-namespace (or --state-secret, whose namespace is the default)")
 		}
@@ -157,6 +163,9 @@ func (o rotationOptions) validate(so serveOptions) error {
 			return fmt.Errorf("--signer-refresh %s must not be negative", o.signerRefresh)
 		}
 	} else {
+		if o.kmsKeys {
+			return errors.New("--kms-keys needs signer mode: --state-secret without --secret and --key-file (in Secret mode kube-apiserver reads the private key from the signing-key Secret)")
+		}
 		if o.signerRefreshSet {
 			// Refused rather than ignored: whoever set it expects signers, and a leftover --secret
 			// or --key-file turned serve into Secret mode.
@@ -296,6 +305,14 @@ func (o rotationOptions) setup(logger *slog.Logger, so serveOptions, sources []k
 	}
 	if signer {
 		lc.Signer, lc.SignerRefresh = true, o.signerRefresh
+		if o.kmsKeys {
+			awsCfg, err := loadAWSConfig(context.Background())
+			if err != nil {
+				return nil, nil, err
+			}
+			lc.NewKey = kmsKeyMaker(kms.NewFromConfig(awsCfg), stateRef)
+			logger.Info("staged keys are created in AWS KMS", "region", awsCfg.Region)
+		}
 	} else {
 		signNS, signName, _ := o.signingRef(so)
 		lc.SigningSecret = lifecycle.Ref{Namespace: signNS, Name: signName}
@@ -422,4 +439,23 @@ func (b *background) run(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error {
 		return server.Serve(ctx, b.admin.addr, b.admin.handler, b.admin.tls.TLSConfig(), b.logger.With("listener", "admin"))
 	})
+}
+
+// kmsKeyMaker stages keys created in AWS KMS, tagged so that an operator can tell which cluster's
+// state a key belongs to.
+func kmsKeyMaker(api kmskey.API, state lifecycle.Ref) func(context.Context, string, time.Time) (lifecycle.Record, error) {
+	return func(ctx context.Context, alg string, now time.Time) (lifecycle.Record, error) {
+		if alg == "" {
+			alg = lifecycle.AlgorithmRS256
+		}
+		if alg != lifecycle.AlgorithmRS256 && alg != lifecycle.AlgorithmES256 {
+			return lifecycle.Record{}, fmt.Errorf("%w: algorithm %q: use %s or %s", lifecycle.ErrInvalid, alg, lifecycle.AlgorithmRS256, lifecycle.AlgorithmES256)
+		}
+		s, err := kmskey.Create(ctx, api, alg, "kube-oidc-issuer service-account signing key of state Secret "+state.String(),
+			map[string]string{kmskey.ManagedByTag: kmskey.ManagedByValue, kmskey.StateSecretTag: state.String()})
+		if err != nil {
+			return lifecycle.Record{}, err
+		}
+		return lifecycle.NewKMSRecord(s.ARN(), s.Public(), now)
+	}
 }

@@ -30,6 +30,8 @@ func TestServeRefusesBadRotationConfiguration(t *testing.T) {
 		{"negative signer refresh", slices.Concat(signerBase, []string{"--signer-refresh", "-1s"}), "--signer-refresh -1s must not be negative", true},
 		{"signer refresh in Secret mode", []string{"--state-secret", "eksa-system/lc", "--signer-refresh", "1m"}, "--signer-refresh needs signer mode", false},
 		{"signer refresh without state", []string{"--signer-refresh", "1m"}, "--signer-refresh needs signer mode", false},
+		{"KMS keys in Secret mode", []string{"--state-secret", "eksa-system/lc", "--kms-keys"}, "--kms-keys needs signer mode", false},
+		{"KMS keys without state", []string{"--kms-keys"}, "--kms-keys needs signer mode", false},
 		{"state secret with key files only", []string{"serve", "--issuer-url", "https://oidc.example.com", "--key-file", rsaTestKey, "--state-secret", "ns/lc"}, "--state-secret with --key-file needs a signing-key Secret", true},
 		{"admin API without state", []string{"--admin-listen", ":8444"}, "--admin-listen needs --state-secret", false},
 		{"scheduled rotation without state", []string{"--rotate-every", "720h"}, "--rotate-every needs --state-secret", false},

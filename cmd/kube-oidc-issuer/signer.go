@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"log/slog"
 	"net/http"
 	"time"
@@ -122,9 +123,15 @@ func runSigner(ctx context.Context, logger *slog.Logger, o signerOptions) error 
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
+	// Keys held in AWS KMS sign through it; the SDK's default chain finds credentials only when
+	// such a key is used.
+	awsCfg, err := loadAWSConfig(ctx)
+	if err != nil {
+		return err
+	}
 	state, err := signerstate.New(signerstate.Config{
 		Secrets: client.CoreV1(), StateSecret: lifecycle.Ref{Namespace: ns, Name: name},
-		CachePath: o.stateCache, Logger: logger,
+		CachePath: o.stateCache, Logger: logger, KMS: kms.NewFromConfig(awsCfg),
 	})
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
