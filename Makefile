@@ -18,7 +18,12 @@ TEST_TIMEOUT ?= 30m
 
 .PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror bench-signer run image test-binaries clean docs doctor test-soak
 
-all: build
+all: build ## The default: build
+
+.PHONY: help
+help: ## This list: one line per target, from the comment after the target's dependencies
+	@grep -hE '^[A-Za-z0-9_.-]+:[^=]*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN { FS = ":[^#]*## " } { printf "  %-14s %s\n", $$1, $$2 }'
 
 build: ## Static binary with version information
 	CGO_ENABLED=0 go build -trimpath -tags '$(GO_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube-oidc-issuer
@@ -26,11 +31,11 @@ build: ## Static binary with version information
 test-binaries: ## Build (or find cached) kube-apiserver, etcd and MinIO for the integration tests
 	hack/build-test-binaries.sh kube-apiserver etcd minio >/dev/null
 
-fmt-check:
+fmt-check: ## Fail when a Go file needs gofmt (lists them)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-vet:
+vet: ## go vet over the issuer's module and deploy/test's
 	go vet ./...
 	cd deploy/test && go vet ./...
 
@@ -82,5 +87,5 @@ docs: ## Regenerate docs/configuration.md from the command tree (a test fails wh
 doctor: build ## Diagnose a live issuer: make doctor ISSUER_URL=https://... [DOCTOR_ARGS='--token t --aws']
 	$(BIN) doctor --issuer-url '$(ISSUER_URL)' $(DOCTOR_ARGS)
 
-clean:
+clean: ## Remove bin/
 	rm -rf bin

@@ -325,6 +325,18 @@ func (a *admin) impersonate(t *testing.T, ns, sa string) kubernetes.Interface {
 	return cs
 }
 
+// impersonateUser is a client acting as user (authenticated, no groups of its own).
+func (a *admin) impersonateUser(t *testing.T, user string) kubernetes.Interface {
+	t.Helper()
+	cfg := rest.CopyConfig(cluster.RESTConfig())
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
 func expect(t *testing.T, what string, allowed bool, err error) {
 	t.Helper()
 	switch {

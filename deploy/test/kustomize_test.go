@@ -2,6 +2,7 @@ package deploytest
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 )
 
 func kustomizeDir(parts ...string) string {
@@ -20,7 +23,7 @@ func kustomizeDir(parts ...string) string {
 
 // TestKustomizeRenders runs without a cluster (also with -short): every kustomization builds.
 func TestKustomizeRenders(t *testing.T) {
-	for _, dir := range []string{"base", "examples/ingress", "overlays/eks-anywhere", "overlays/kubeadm"} {
+	for _, dir := range []string{"base", "examples/ingress", "overlays/eks-anywhere", "overlays/kubeadm", "overlays/signer-mode"} {
 		objs, err := renderKustomize(kustomizeDir(dir))
 		if err != nil {
 			t.Fatal(err)
@@ -131,6 +134,58 @@ func TestKustomizeApply(t *testing.T) {
 		_, err = a.impersonate(t, ns, "kube-oidc-issuer").CoreV1().Secrets("eksa-system").Get(ctx, "prod-kubeconfig", metav1.GetOptions{})
 		expect(t, "get eksa-system/prod-kubeconfig", false, err)
 	})
+
+	t.Run("overlays/signer-mode", func(t *testing.T) {
+		objs, err := renderKustomize(kustomizeDir("overlays", "signer-mode"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if find(objs, "Role", ns, "kube-oidc-issuer-signing-key") != nil {
+			t.Error("signer mode has no signing-key Secret, but its Role is still there")
+		}
+		noWarnings(t, "signer-mode", a.apply(t, ctx, objs))
+		d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--state-secret=kube-oidc-issuer/kube-oidc-issuer-lifecycle", "--admin-listen=:8444", "--leader-elect")
+		if args := d.Spec.Template.Spec.Containers[0].Args; slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--secret") }) {
+			t.Errorf("signer-mode serve args %v: want no --secret", args)
+		}
+		a.podSecurityAdmits(t, ctx, d)
+		r := base
+		r.signingKey = ""
+		r.check(t, ctx, a)
+
+		// The signers' user reads and writes the state Secret, and nothing else.
+		signer := a.impersonateUser(t, "kube-oidc-issuer-signer")
+		sec, err := signer.CoreV1().Secrets(ns).Get(ctx, "kube-oidc-issuer-lifecycle", metav1.GetOptions{})
+		expect(t, "signer: get the state secret", true, err)
+		if sec != nil {
+			sec.Annotations = map[string]string{"deploy-test/signer": time.Now().Format(time.RFC3339Nano)}
+			_, err = signer.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{})
+			expect(t, "signer: update the state secret", true, err)
+		}
+		byName := metav1.ListOptions{FieldSelector: "metadata.name=kube-oidc-issuer-lifecycle"}
+		_, err = signer.CoreV1().Secrets(ns).List(ctx, byName)
+		expect(t, "signer: list the state secret by field selector", true, err)
+		_, err = signer.CoreV1().Secrets(ns).Get(ctx, "unrelated", metav1.GetOptions{})
+		expect(t, "signer: get another secret", false, err)
+		_, err = signer.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "new"}}, metav1.CreateOptions{})
+		expect(t, "signer: create a secret", false, err)
+		_, err = signer.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+		expect(t, "signer: list kube-system secrets", false, err)
+
+		// The static pod manifest is a valid Pod (server-side dry run in kube-system; a cluster's
+		// controller-manager would have created the default ServiceAccount admission looks up).
+		if _, err := a.cs.CoreV1().ServiceAccounts("kube-system").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		var pod corev1.Pod
+		readYAML(t, filepath.Join(repoRoot, "deploy", "static-pod", "kube-oidc-issuer-signer.yaml"), &pod)
+		if _, err := a.cs.CoreV1().Pods("kube-system").Create(ctx, &pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Errorf("static pod manifest: %v", err)
+		}
+		if args := pod.Spec.Containers[0].Args; !slices.Contains(args, "--state-secret=kube-oidc-issuer/kube-oidc-issuer-lifecycle") {
+			t.Errorf("static pod args %v: want the overlay's state Secret", args)
+		}
+	})
 }
 
 func checkKubeadmPod(t *testing.T, d *appsv1.Deployment) {
@@ -170,5 +225,17 @@ func checkIngress(t *testing.T, ing *networkingv1.Ingress, host, path, service s
 	p := ing.Spec.Rules[0].HTTP.Paths[0]
 	if p.Path != path || p.Backend.Service == nil || p.Backend.Service.Name != service || p.Backend.Service.Port.Name != "http" {
 		t.Errorf("ingress path = %+v", p)
+	}
+}
+
+// readYAML decodes one YAML object file into v.
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
