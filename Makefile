@@ -75,8 +75,13 @@ bench-signer: test-binaries ## KEP-740 signer: Sign p50/p99 over the socket (RS2
 bench-mirror: test-binaries ## Secret change → both documents updated in S3 (moto and MinIO); prints min/p50/p90/max
 	go run ./integration/cmd/benchmirror
 
-run: test-binaries ## Local stack: real kube-apiserver + etcd, a signing-key Secret, and `serve` against it
-	go run ./integration/cmd/devstack
+run: ## Local stack: real kube-apiserver + etcd, a signing-key Secret, and `serve` against it
+	@start=$$(date +%s); \
+	  echo "==> kube-apiserver and etcd (make run needs no MinIO): a first build from the Go module proxy takes 5-15 minutes on 2 cores, then they are cached"; \
+	  hack/build-test-binaries.sh kube-apiserver etcd >/dev/null; \
+	  built=$$(date +%s); echo "==> binaries ready in $$((built - start))s; starting the stack (Ctrl-C stops it)"; \
+	  rc=0; go run ./integration/cmd/devstack || rc=$$?; \
+	  echo "==> make run: binaries $$((built - start))s, stack (build + run) $$(( $$(date +%s) - built ))s"; exit $$rc
 
 image: ## Container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
