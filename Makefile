@@ -16,7 +16,7 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror bench-signer run image test-binaries clean docs doctor test-soak
+.PHONY: all build lint test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror bench-signer run image test-binaries clean docs doctor test-soak
 
 all: build ## The default: build
 
@@ -39,7 +39,12 @@ vet: ## go vet over the issuer's module and deploy/test's
 	go vet ./...
 	cd deploy/test && go vet ./...
 
-test: fmt-check vet test-binaries ## Everything: unit + integration against a real kube-apiserver, with -race
+# staticcheck is pinned by hack/tools/staticcheck/go.mod and built like the test binaries (about a
+# minute the first time, then cached); its default checks, with no exceptions configured.
+lint: ## staticcheck (pinned in hack/tools/staticcheck) over the issuer's module
+	"$$(hack/build-test-binaries.sh staticcheck)/staticcheck" ./...
+
+test: fmt-check vet lint test-binaries ## Everything: unit + integration against a real kube-apiserver, with -race
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory test-deploy
 

@@ -183,8 +183,7 @@ type state struct {
 
 	token *tokenInfo
 
-	provider        *oidcprovider.Provider
-	providerChecked bool
+	provider *oidcprovider.Provider
 }
 
 type check struct {

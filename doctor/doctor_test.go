@@ -181,8 +181,6 @@ func (is *issuer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // closedURL is an https URL nobody listens on.
 func closedURL(t *testing.T) string {
 	t.Helper()

@@ -96,7 +96,7 @@ func ValidatePartition(p string) error {
 		ok = ok && part != "" && strings.Trim(part, "abcdefghijklmnopqrstuvwxyz") == ""
 	}
 	if !ok {
-		return fmt.Errorf("AWS partition %q: want aws, aws-cn, aws-us-gov, ...", p)
+		return fmt.Errorf("AWS partition %q: want aws, aws-cn, aws-us-gov or another AWS partition", p)
 	}
 	return nil
 }

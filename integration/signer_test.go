@@ -301,7 +301,7 @@ func assertSignerToken(t *testing.T, token, kid string, pub crypto.PublicKey) {
 	if want := `{"alg":"RS256","kid":"` + kid + `","typ":"JWT"}`; string(raw) != want {
 		t.Fatalf("token header %s, want %s", raw, want)
 	}
-	obj, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	obj, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -382,7 +382,7 @@ func TestSignerModeKMS(t *testing.T) {
 		"--kubeconfig", unreachableKubeconfig(t, dir))
 	cluster, kube := startSignerCluster(ctx, t, filepath.Join(dir, "cluster"), signerModeIssuer, socket, sig.log)
 	sig.stop(t)
-	sig = startSignerProcessWith(ctx, t, dir, awsEnv, "--socket", socket, "--state-secret", stateRef, "--state-cache", cache,
+	startSignerProcessWith(ctx, t, dir, awsEnv, "--socket", socket, "--state-secret", stateRef, "--state-cache", cache,
 		"--kubeconfig", cluster.KubeconfigPath())
 	store := lifecycle.NewStore(kube.CoreV1(), stateNS, stateName)
 	waitFor(t, 30*time.Second, "the state Secret created from the cache", func() bool {

@@ -123,8 +123,13 @@ func TestRenderJWKSP521Padding(t *testing.T) {
 	}
 	short := 0
 	for _, p := range pubs {
-		ec := p.Public().(*ecdsa.PublicKey)
-		if len(ec.X.Bytes()) < 66 || len(ec.Y.Bytes()) < 66 { //nolint:staticcheck // comparing with the raw coordinates
+		// The uncompressed point 0x04 || X || Y, each coordinate 66 bytes: a leading zero byte is a
+		// coordinate shorter than the curve's size.
+		point, err := p.Public().(*ecdsa.PublicKey).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if point[1] == 0 || point[1+66] == 0 {
 			short++
 		}
 		body := render(t, keys.NewSet(keys.Key{Public: p, Phase: keys.PhaseActive}), keys.JWKSOptions{})

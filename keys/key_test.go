@@ -100,6 +100,7 @@ func TestKeyIDRejectsUnencodableKey(t *testing.T) {
 }
 
 func TestNewPublicKey(t *testing.T) {
+	//lint:ignore SA1019 an invalid key can only be built from raw coordinates
 	offCurve := &ecdsa.PublicKey{Curve: elliptic.P256(), X: big.NewInt(1), Y: big.NewInt(1)}
 	tests := []struct {
 		name    string

@@ -191,7 +191,7 @@ func validateHeaderLikeKubeAPIServer(resp *externaljwtv1.SignJWTResponse) error 
 // protected header.
 func verifyToken(t testing.TB, token string, pub crypto.PublicKey) ([]byte, jose.Header) {
 	t.Helper()
-	obj, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.ES384, jose.ES512})
+	obj, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.ES384, jose.ES512})
 	if err != nil {
 		t.Fatalf("go-jose cannot parse the token: %v", err)
 	}

@@ -157,7 +157,7 @@ func TestPromoteUnderConcurrentSigning(t *testing.T) {
 // verifyTokenAgainst verifies token with go-jose against the key its header names and returns
 // that kid. It does not use t.Fatal, so that workers can call it.
 func verifyTokenAgainst(token string, pubs map[string]crypto.PublicKey) (string, error) {
-	obj, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	obj, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil {
 		return "", fmt.Errorf("parsing the token: %w", err)
 	}

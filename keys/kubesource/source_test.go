@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -129,7 +130,8 @@ func TestWatchErrorClassification(t *testing.T) {
 		contains string // "" when the error must be ignored
 	}{
 		{"expired", t.Context(), apierrors.NewResourceExpired("too old"), ""},
-		{"gone", t.Context(), apierrors.NewGone("gone"), ""},
+		// What apierrors.NewGone (deprecated) built: 410 with reason Gone.
+		{"gone", t.Context(), &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusGone, Reason: metav1.StatusReasonGone, Message: "gone"}}, ""},
 		{"eof", t.Context(), io.EOF, ""},
 		{"unexpected eof", t.Context(), io.ErrUnexpectedEOF, ""},
 		{"stopping", canceled, errors.New("whatever"), ""},

@@ -31,9 +31,9 @@ import (
 const (
 	// clusterAPISecretType is the type Cluster API gives <cluster>-sa.
 	clusterAPISecretType corev1.SecretType = "cluster.x-k8s.io/secret"
-	namespace                              = "eksa-system"
-	secret                                 = "local-sa"
-	audience                               = "sts.amazonaws.com"
+	namespace            string            = "eksa-system"
+	secret               string            = "local-sa"
+	audience             string            = "sts.amazonaws.com"
 )
 
 func main() {
