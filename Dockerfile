@@ -7,10 +7,8 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG COMMIT=
-# -tags grpcnotrace: see GO_TAGS in the Makefile.
-RUN CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
-      -ldflags "-s -w -X github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version.version=${VERSION} -X github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version.commit=${COMMIT}" \
-      -o /out/kube-oidc-issuer ./cmd/kube-oidc-issuer
+# The Makefile's build target is the one source of the build flags (tags, ldflags, trimpath).
+RUN make build BIN=/out/kube-oidc-issuer VERSION="${VERSION}" COMMIT="${COMMIT}"
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/kube-oidc-issuer /kube-oidc-issuer
