@@ -258,3 +258,47 @@ func TestHelmApply(t *testing.T) {
 		issuerRBAC{saNamespace: ns, sa: full, leaseNamespace: ns, lease: full}.check(t, ctx, a)
 	})
 }
+
+// TestHelmRendersSignerMode: signerMode.enabled serves the state Secret alone (no --secret, no
+// signing-key Role) and grants the signers' user the state Secret, nothing else; it refuses a key
+// file.
+func TestHelmRendersSignerMode(t *testing.T) {
+	const full = "koi-kube-oidc-issuer"
+	vals := defaultValues()
+	vals["signerMode"] = map[string]any{"enabled": true, "kmsKeys": true}
+	objs, err := renderHelm(chartDir(), "koi", "koi", vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := find(objs, "Deployment", "koi", full)
+	if d == nil {
+		t.Fatal("no Deployment")
+	}
+	args := toTyped[appsv1.Deployment](t, d).Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--state-secret=koi/"+full+"-lifecycle") || !slices.Contains(args, "--kms-keys") {
+		t.Errorf("args %q: want --state-secret and --kms-keys", args)
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--secret=") }) {
+		t.Errorf("args %q: signer mode has no --secret", args)
+	}
+	if find(objs, "Role", "koi", full+"-signing-key") != nil {
+		t.Error("signer mode renders the signing-key Role")
+	}
+	role := find(objs, "Role", "koi", full+"-signer")
+	rb := find(objs, "RoleBinding", "koi", full+"-signer")
+	if role == nil || rb == nil {
+		t.Fatal("no Role/RoleBinding for the signers")
+	}
+	rules := toTyped[rbacv1.Role](t, role).Rules
+	if len(rules) != 1 || !slices.Equal(rules[0].ResourceNames, []string{full + "-lifecycle"}) || !slices.Equal(rules[0].Verbs, []string{"get", "list", "watch", "update"}) {
+		t.Errorf("signer Role rules %+v", rules)
+	}
+	if s := toTyped[rbacv1.RoleBinding](t, rb).Subjects; len(s) != 1 || s[0].Kind != "User" || s[0].Name != "kube-oidc-issuer-signer" {
+		t.Errorf("signer RoleBinding subjects %+v", s)
+	}
+
+	vals["keyFile"] = map[string]any{"enabled": true}
+	if _, err := renderHelm(chartDir(), "koi", "koi", vals); err == nil || !strings.Contains(err.Error(), "signerMode.enabled") {
+		t.Errorf("signer mode with a key file: %v, want a refusal", err)
+	}
+}

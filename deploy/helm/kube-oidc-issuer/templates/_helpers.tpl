@@ -24,7 +24,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "koi.secretSource" -}}
-{{- not .Values.keyFile.enabled -}}
+{{- and (not .Values.keyFile.enabled) (not .Values.signerMode.enabled) -}}
 {{- end -}}
 
 {{- define "koi.rotation" -}}
