@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -249,8 +251,7 @@ func (e *Elector) lead(ctx context.Context, tasks []namedTask) {
 }
 
 func (e *Elector) runTask(ctx context.Context, t namedTask) {
-	const maxBackoff = 30 * time.Second
-	backoff := time.Second
+	backoff := taskBackoff()
 	for {
 		err := t.run(ctx)
 		if ctx.Err() != nil {
@@ -260,12 +261,19 @@ func (e *Elector) runTask(ctx context.Context, t namedTask) {
 			e.logger.Info("background task finished", "task", t.name)
 			return
 		}
-		e.logger.Error("background task failed; restarting", "task", t.name, "error", err, "in", backoff)
+		delay := backoff.Step()
+		e.logger.Error("background task failed; restarting", "task", t.name, "error", err, "in", delay)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// taskBackoff is the wait before restarting a failed task: 1s doubling to 30s, without jitter
+// (each task runs on one replica only, so there is no crowd to spread). Steps is unbounded in
+// practice, so only Cap ends the doubling; a task is restarted for as long as this replica leads.
+func taskBackoff() wait.Backoff {
+	return wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
 }

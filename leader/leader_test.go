@@ -204,3 +204,13 @@ func TestElectionHandsOver(t *testing.T) {
 		t.Fatalf("Lease holder %v", lease.Spec.HolderIdentity)
 	}
 }
+
+// TestTaskBackoff: a failed task is restarted after 1s, 2s, … up to 30s.
+func TestTaskBackoff(t *testing.T) {
+	b := taskBackoff()
+	for i, want := range []time.Duration{1, 2, 4, 8, 16, 30, 30, 30} {
+		if d := b.Step(); d != want*time.Second {
+			t.Errorf("restart %d after %s, want %s", i+1, d, want*time.Second)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
@@ -512,7 +514,7 @@ func (m *Manager) rotate(ctx context.Context) (RotationStep, error) {
 func (m *Manager) RunLeader(ctx context.Context) error {
 	m.logger.Info("key lifecycle background work started", "retention", m.cfg.Retention(), "publishLead", m.cfg.PublishLead, "rotateEvery", m.cfg.RotateEvery)
 	defer m.logger.Info("key lifecycle background work stopped")
-	failures := 0
+	backoff := reconcileBackoff()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -528,18 +530,24 @@ func (m *Manager) RunLeader(ctx context.Context) error {
 		}
 		now := m.now()
 		if err != nil {
-			failures++
-			retry := min(time.Second<<min(failures, 6), resync)
+			retry := backoff.Step()
 			if retry < next.Sub(now) {
 				next = now.Add(retry)
 			}
 			m.logger.Warn("key lifecycle reconcile failed; retrying", "error", err, "retryAt", next)
 		} else {
-			failures = 0
+			backoff = reconcileBackoff()
 		}
 		m.setStatus(now, err, next)
 		timer.Reset(max(next.Sub(now), 0))
 	}
+}
+
+// reconcileBackoff is the wait after a failed reconcile (unless something is due sooner): 2s
+// doubling to resync, without jitter (only the leader reconciles). Steps is unbounded in practice,
+// so only Cap ends the doubling; the leader retries for as long as it leads.
+func reconcileBackoff() wait.Backoff {
+	return wait.Backoff{Duration: 2 * time.Second, Factor: 2, Cap: resync, Steps: math.MaxInt32}
 }
 
 func (m *Manager) setStatus(at time.Time, err error, next time.Time) {

@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
@@ -75,48 +76,48 @@ func (s *Store) read(ctx context.Context) (*State, *corev1.Secret, error) {
 // fresh itself). An error from mutate aborts without writing and is returned as it is. Nothing is
 // written when mutate leaves the document unchanged. It returns the state as written.
 func (s *Store) Update(ctx context.Context, mutate func(*State) error) (*State, error) {
-	var lastConflict error
-	for attempt := range maxAttempts {
-		if attempt > 0 {
-			if err := sleep(ctx, backoff(attempt)); err != nil {
-				return nil, fmt.Errorf("updating state Secret %s: %w (after conflict: %v)", s.Ref(), err, lastConflict)
-			}
-		}
+	var out *State
+	err := retryConflicts(ctx, "updating state Secret "+s.Ref(), func() (bool, error) {
 		cur, sec, err := s.read(ctx)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		before, err := MarshalDocument(cur)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		next := cur.Clone()
 		if err := mutate(next); err != nil {
-			return nil, err
+			return false, err
 		}
 		after, err := MarshalDocument(next)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		if bytes.Equal(before, after) {
-			return next, nil
+			out = next
+			return false, nil
 		}
 		if next.Signer {
 			next.nextSignerGeneration(cur, time.Now())
 			if after, err = MarshalDocument(next); err != nil {
-				return nil, err
+				return false, err
 			}
 		}
 		err = s.write(ctx, sec, after)
 		if err == nil {
-			return next, nil
+			out = next
+			return false, nil
 		}
-		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("writing state Secret %s: %w", s.Ref(), err)
+		if conflictOrExists(err) {
+			return true, err
 		}
-		lastConflict = err
+		return false, fmt.Errorf("writing state Secret %s: %w", s.Ref(), err)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("writing state Secret %s: still conflicting after %d attempts: %w", s.Ref(), maxAttempts, lastConflict)
+	return out, nil
 }
 
 // write creates the Secret (sec == nil) or updates it with sec's resourceVersion as precondition.
@@ -148,51 +149,81 @@ func (s *Store) write(ctx context.Context, sec *corev1.Secret, doc []byte) error
 // updateSecret is a compare-and-swap on any Secret: mutate changes a copy and reports whether it
 // changed anything; a conflict re-reads and retries.
 func updateSecret(ctx context.Context, client corev1client.SecretInterface, name string, mutate func(*corev1.Secret) (bool, error)) (*corev1.Secret, bool, error) {
-	var lastConflict error
-	for attempt := range maxAttempts {
-		if attempt > 0 {
-			if err := sleep(ctx, backoff(attempt)); err != nil {
-				return nil, false, errors.Join(err, lastConflict)
-			}
-		}
+	var (
+		out     *corev1.Secret
+		changed bool
+	)
+	err := retryConflicts(ctx, "", func() (bool, error) {
 		sec, err := client.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return nil, false, err
+			return false, err
 		}
 		next := sec.DeepCopy()
-		changed, err := mutate(next)
-		if err != nil || !changed {
-			return sec, false, err
+		changed, err = mutate(next)
+		if err != nil {
+			return false, err
 		}
-		written, err := client.Update(ctx, next, metav1.UpdateOptions{})
-		if err == nil {
-			return written, true, nil
+		if !changed {
+			out = sec
+			return false, nil
 		}
-		if !apierrors.IsConflict(err) {
-			return nil, false, err
+		out, err = client.Update(ctx, next, metav1.UpdateOptions{})
+		return apierrors.IsConflict(err), err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, changed, nil
+}
+
+// conflictOrExists is what a compare-and-swap on the state Secret retries: a 409 Conflict on
+// update, or AlreadyExists when another writer created the Secret first.
+func conflictOrExists(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+}
+
+// conflictBackoff is the wait between compare-and-swap attempts: ceilings of 20ms doubling to 1s,
+// jittered so that replicas that conflicted once do not collide again in step. wait.Backoff's
+// jitter only adds (a step lies in [Duration, Duration×(1+Jitter))), so Duration and Cap are half
+// the ceilings with Jitter 1: each wait lies in [ceiling/2, ceiling). Steps is unbounded in
+// practice, so only Cap ends the doubling; retryConflicts counts the attempts.
+func conflictBackoff() wait.Backoff {
+	return wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Jitter: 1, Cap: 500 * time.Millisecond, Steps: math.MaxInt32}
+}
+
+// retryConflicts is a compare-and-swap loop: it calls attempt, which must re-read what it writes,
+// until attempt reports no conflict, at most maxAttempts times, waiting a step of conflictBackoff
+// in between. attempt reports a conflict by returning true with the write's error; only those are
+// retried, so an error from reading or from a caller's mutate is never mistaken for a lost race.
+// attempt's other errors are returned as they are; the errors retryConflicts makes itself say what
+// was being done (doing, when not empty) and keep the last conflict. It is client-go's
+// retry.OnError with two differences that matter here: a wait.Backoff with a Cap ends
+// retry.OnError as soon as the cap is reached (after 7 attempts, not 16), and retry.OnError's
+// waits do not end with ctx.
+func retryConflicts(ctx context.Context, doing string, attempt func() (conflict bool, err error)) error {
+	prefix := ""
+	if doing != "" {
+		prefix = doing + ": "
+	}
+	backoff := conflictBackoff()
+	var lastConflict error
+	for i := range maxAttempts {
+		if i > 0 {
+			t := time.NewTimer(backoff.Step())
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%s%w (after conflict: %w)", prefix, context.Cause(ctx), lastConflict)
+			case <-t.C:
+			}
+		}
+		conflict, err := attempt()
+		if !conflict {
+			return err
 		}
 		lastConflict = err
 	}
-	return nil, false, fmt.Errorf("still conflicting after %d attempts: %w", maxAttempts, lastConflict)
-}
-
-// backoff is 10 ms doubling per attempt up to 1 s, with full jitter so that replicas that
-// conflicted once do not collide again in step.
-func backoff(attempt int) time.Duration {
-	d := 10 * time.Millisecond << min(attempt, 7)
-	d = min(d, time.Second)
-	return time.Duration(rand.Int64N(int64(d))) + time.Millisecond
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
+	return fmt.Errorf("%sstill conflicting after %d attempts: %w", prefix, maxAttempts, lastConflict)
 }
 
 // AdoptResult says what Adopt did.
@@ -226,36 +257,39 @@ func (s *Store) Adopt(ctx context.Context, local *State) (*State, AdoptResult, e
 	if err != nil {
 		return nil, "", err
 	}
-	var lastConflict error
-	for attempt := range maxAttempts {
-		if attempt > 0 {
-			if err := sleep(ctx, backoff(attempt)); err != nil {
-				return nil, "", fmt.Errorf("adopting into state Secret %s: %w (after conflict: %v)", s.Ref(), err, lastConflict)
-			}
-		}
+	var (
+		out    *State
+		result AdoptResult
+	)
+	err = retryConflicts(ctx, "adopting into state Secret "+s.Ref(), func() (bool, error) {
 		cur, sec, err := s.read(ctx)
 		if err != nil {
-			return nil, "", err
+			return false, err
 		}
-		result := AdoptReplaced
+		result = AdoptReplaced
 		switch {
 		case sec == nil || cur.empty():
 			result = AdoptCreated
 		case !cur.Signer:
-			return nil, "", fmt.Errorf("%w: state Secret %s holds a Secret-mode state (it follows signing-key Secret %q); a signer's state needs a state Secret of its own", ErrForeignState, s.Ref(), cur.SigningSecret)
+			return false, fmt.Errorf("%w: state Secret %s holds a Secret-mode state (it follows signing-key Secret %q); a signer's state needs a state Secret of its own", ErrForeignState, s.Ref(), cur.SigningSecret)
 		case cur.ID != local.ID:
-			return nil, "", fmt.Errorf("%w: state Secret %s holds state %s, the local copy is state %s (another cluster's, or from an earlier signer init): refusing to replace either; point --state-cache at this cluster's cache, or delete the wrong one after checking which keys kube-apiserver verifies with", ErrForeignState, s.Ref(), cur.ID, local.ID)
+			return false, fmt.Errorf("%w: state Secret %s holds state %s, the local copy is state %s (another cluster's, or from an earlier signer init): refusing to replace either; point --state-cache at this cluster's cache, or delete the wrong one after checking which keys kube-apiserver verifies with", ErrForeignState, s.Ref(), cur.ID, local.ID)
 		case cur.Generation >= local.Generation:
-			return cur, AdoptKept, nil
+			out, result = cur, AdoptKept
+			return false, nil
 		}
 		err = s.write(ctx, sec, doc)
 		if err == nil {
-			return local.Clone(), result, nil
+			out = local.Clone()
+			return false, nil
 		}
-		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
-			return nil, "", fmt.Errorf("writing state Secret %s: %w", s.Ref(), err)
+		if conflictOrExists(err) {
+			return true, err
 		}
-		lastConflict = err
+		return false, fmt.Errorf("writing state Secret %s: %w", s.Ref(), err)
+	})
+	if err != nil {
+		return nil, "", err
 	}
-	return nil, "", fmt.Errorf("writing state Secret %s: still conflicting after %d attempts: %w", s.Ref(), maxAttempts, lastConflict)
+	return out, result, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"os"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version"
@@ -308,10 +310,17 @@ func readKeysOnce(ctx context.Context, logger *slog.Logger, o serveOptions) (key
 	return keys.Set{}, fmt.Errorf("reading keys: %w (%s)", context.Cause(ctx), strings.Join(problems, "; "))
 }
 
+// oneShotBackoff is the wait between failed attempts of a one-shot mirror: 250ms doubling to 10s,
+// without jitter (one process, nobody to fall into step with). Steps is unbounded in practice, so
+// only Cap ends the doubling; mirrorOnce retries until ctx ends.
+func oneShotBackoff() wait.Backoff {
+	return wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: math.MaxInt32}
+}
+
 // mirrorOnce publishes docs to one sink, retrying failures until ctx ends, then ensures public
 // read where the sink controls it.
 func mirrorOnce(ctx context.Context, logger *slog.Logger, out io.Writer, s storage.Sink, docs *documents.Set) error {
-	backoff := 250 * time.Millisecond
+	backoff := oneShotBackoff()
 	var res storage.Result
 	var err error
 	for {
@@ -319,12 +328,12 @@ func mirrorOnce(ctx context.Context, logger *slog.Logger, out io.Writer, s stora
 		if err == nil || ctx.Err() != nil {
 			break
 		}
-		logger.Warn("mirroring failed; retrying", "sink", s.String(), "retryIn", backoff, "error", err)
+		delay := backoff.Step()
+		logger.Warn("mirroring failed; retrying", "sink", s.String(), "retryIn", delay, "error", err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
-		backoff = min(2*backoff, 10*time.Second)
 	}
 	if err != nil {
 		return fmt.Errorf("mirroring to %s: %w", s, err)

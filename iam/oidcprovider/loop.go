@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Loop keeps the provider registered: it reconciles at once, then every Interval; after a failure
@@ -91,7 +94,7 @@ func (l *Loop) Status() Status {
 // returned: serving the documents matters more than registering them.
 func (l *Loop) Run(ctx context.Context) error {
 	delay := time.Duration(0)
-	retry := l.retryMin
+	backoff := l.backoff()
 	for {
 		timer := time.NewTimer(delay)
 		select {
@@ -104,13 +107,19 @@ func (l *Loop) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			l.logger.Error("IAM OIDC provider reconcile failed", "error", err, "retryIn", retry)
-			delay = retry
-			retry = min(2*retry, l.interval)
+			delay = backoff.Step()
+			l.logger.Error("IAM OIDC provider reconcile failed", "error", err, "retryIn", delay)
 			continue
 		}
-		delay, retry = l.interval, l.retryMin
+		delay, backoff = l.interval, l.backoff()
 	}
+}
+
+// backoff is the wait after a failed reconcile: RetryMin doubling to Interval, without jitter
+// (only the leader registers the provider). Steps is unbounded in practice, so only Cap ends the
+// doubling; failures are retried until ctx ends.
+func (l *Loop) backoff() wait.Backoff {
+	return wait.Backoff{Duration: l.retryMin, Factor: 2, Cap: l.interval, Steps: math.MaxInt32}
 }
 
 // Once runs one reconcile and records it in the status.

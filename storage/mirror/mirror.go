@@ -10,13 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/storage"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Defaults for Options.
@@ -161,7 +162,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop() // armed only after a failure
 	defer retry.Stop()
-	backoff := m.opts.MinBackoff
+	backoff := m.backoff()
 	checkAccess := true
 	pending := false
 	for {
@@ -188,22 +189,31 @@ func (m *Mirror) Run(ctx context.Context) error {
 			return nil
 		}
 		if err == nil {
-			pending, checkAccess, backoff = false, false, m.opts.MinBackoff
+			pending, checkAccess, backoff = false, false, m.backoff()
 			retry.Stop()
 			continue
 		}
 		pending = true
-		wait := jitter(backoff)
-		backoff = min(2*backoff, m.opts.MaxBackoff)
-		m.logger.Warn("mirroring failed; retrying (the issuer keeps serving)", "generation", set.Generation, "retryIn", wait.Round(time.Millisecond), "error", err)
+		delay := backoff.Step()
+		m.logger.Warn("mirroring failed; retrying (the issuer keeps serving)", "generation", set.Generation, "retryIn", delay.Round(time.Millisecond), "error", err)
 		retry.Stop()
-		retry.Reset(wait)
+		retry.Reset(delay)
 	}
 }
 
-// jitter spreads d over [d/2, d) so that replicas do not retry in lockstep.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
+// backoff is the wait between failed attempts: MinBackoff doubling to MaxBackoff, each wait
+// spread over [d/2, d) so that replicas do not retry in lockstep. wait.Backoff's jitter only adds
+// (a step lies in [Duration, Duration×(1+Jitter))), hence Duration and Cap are half the bounds
+// with Jitter 1. Steps is unbounded in practice, so only Cap ends the doubling; the mirror retries
+// until its context ends.
+func (m *Mirror) backoff() wait.Backoff {
+	return wait.Backoff{
+		Duration: max(m.opts.MinBackoff/2, 1),
+		Factor:   2,
+		Jitter:   1,
+		Cap:      max(m.opts.MaxBackoff/2, 1),
+		Steps:    math.MaxInt32,
+	}
 }
 
 // attempt runs one publication of set and records the outcome.

@@ -323,3 +323,18 @@ func TestRunStartsWithFullPublish(t *testing.T) {
 	start(t, m) // leadership regained
 	eventually(t, "the deleted discovery document is restored by the new term", func() bool { return holds(mem, set) })
 }
+
+// TestBackoff: the waits between failed attempts lie in [b/2, b) for b from MinBackoff doubling
+// to MaxBackoff, and start over after a success (a fresh backoff).
+func TestBackoff(t *testing.T) {
+	m := New(storagetest.NewMemory(), Options{MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Minute})
+	b := m.backoff()
+	bound := 200 * time.Millisecond
+	for i := range 12 {
+		d := b.Step()
+		if d < bound/2 || d >= bound {
+			t.Errorf("wait %d: %s, want in [%s, %s)", i, d, bound/2, bound)
+		}
+		bound = min(2*bound, time.Minute)
+	}
+}
