@@ -108,17 +108,8 @@ func startIAMProxy(t *testing.T, backend string) *harness.ConnectProxy {
 // actions moto lacks. Missing moto is a failure that says what to install, never a skip.
 func startIAMMoto(t *testing.T) (*harness.Moto, *awsiam.Client) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := harness.StartMoto(ctx, harness.MotoConfig{LogPath: filepath.Join(t.TempDir(), "moto.log"), IAMClientIDs: true})
-	if err != nil {
-		t.Fatalf("these tests need moto_server (moto 5.x, preinstalled in CI): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := m.Stop(); err != nil {
-			t.Errorf("stopping moto_server: %v", err)
-		}
-	})
+	// Missing moto_server fails the test with StartMoto's error, which says what to install.
+	m := harness.StartMotoT(t, harness.MotoConfig{IAMClientIDs: true})
 	return m, awsiam.NewFromConfig(m.AWSConfig())
 }
 

@@ -69,20 +69,7 @@ type s3Store struct {
 func startMotoStore(t *testing.T) *s3Store {
 	t.Helper()
 	skipIfShort(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := harness.StartMoto(ctx, harness.MotoConfig{LogPath: filepath.Join(t.TempDir(), "moto.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("moto_server log:\n%s", m.LogTail(4000))
-		}
-		if err := m.Stop(); err != nil {
-			t.Errorf("stopping moto_server: %v", err)
-		}
-	})
+	m := harness.StartMotoT(t, harness.MotoConfig{})
 	return &s3Store{
 		name:      "moto",
 		racyReads: true,

@@ -131,6 +131,21 @@ current-context: c
 
 const signerModeIssuer = "https://oidc.example.test/clusters/signer-mode"
 
+// The signer-mode state Secret of the tests.
+const signerStateNS, signerStateName = "kube-system", "kube-oidc-issuer-signer"
+
+// signerDirs returns the test's temporary directory and one for unix sockets, whose paths hold at
+// most 107 bytes (t.TempDir() names can be longer); both are removed when the test ends.
+func signerDirs(t *testing.T) (dir, sockDir string) {
+	t.Helper()
+	sockDir, err := os.MkdirTemp("", "koi-sgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	return t.TempDir(), sockDir
+}
+
 // fetchJWKS GETs a JWKS, keyed by kid.
 func fetchJWKS(ctx context.Context, t *testing.T, url string) map[string]jwk {
 	t.Helper()
@@ -158,16 +173,10 @@ func TestSignerMode(t *testing.T) {
 	skipIfShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	// Socket paths hold at most 107 bytes; t.TempDir() names can be longer.
-	sockDir, err := os.MkdirTemp("", "koi-sgm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	dir, sockDir := signerDirs(t)
 	socket := filepath.Join(sockDir, "signer.sock")
 	cache := filepath.Join(dir, "state.json")
-	const stateNS, stateName = "kube-system", "kube-oidc-issuer-signer"
+	const stateNS, stateName = signerStateNS, signerStateName
 	stateRef := stateNS + "/" + stateName
 
 	// 1. signer init imports kubeadm's sa.key: its kid is the one kube-apiserver computed for it.
@@ -345,29 +354,13 @@ func TestSignerModeKMS(t *testing.T) {
 	skipIfShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	sockDir, err := os.MkdirTemp("", "koi-kms")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	dir, sockDir := signerDirs(t)
 	socket := filepath.Join(sockDir, "signer.sock")
 	cache := filepath.Join(dir, "state.json")
-	const stateNS, stateName = "kube-system", "kube-oidc-issuer-signer"
+	const stateNS, stateName = signerStateNS, signerStateName
 	stateRef := stateNS + "/" + stateName
 
-	m, err := harness.StartMoto(ctx, harness.MotoConfig{LogPath: filepath.Join(dir, "moto.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("moto_server log:\n%s", m.LogTail(3000))
-		}
-		if err := m.Stop(); err != nil {
-			t.Errorf("stopping moto_server: %v", err)
-		}
-	})
+	m := harness.StartMotoT(t, harness.MotoConfig{LogPath: filepath.Join(dir, "moto.log")})
 	awsEnv := []string{
 		"AWS_ACCESS_KEY_ID=" + harness.MotoAccessKeyID, "AWS_SECRET_ACCESS_KEY=" + harness.MotoSecretAccessKey,
 		"AWS_REGION=" + harness.MotoRegion, "AWS_CONFIG_FILE=" + filepath.Join(dir, "no-config"),

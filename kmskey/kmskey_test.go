@@ -1,15 +1,12 @@
 package kmskey
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/sha256"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -24,21 +21,7 @@ func startMoto(t *testing.T) *kms.Client {
 	if testing.Short() {
 		t.Skip("needs moto_server (run without -short)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := harness.StartMoto(ctx, harness.MotoConfig{LogPath: filepath.Join(t.TempDir(), "moto.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("moto_server log:\n%s", m.LogTail(3000))
-		}
-		if err := m.Stop(); err != nil {
-			t.Errorf("stopping moto_server: %v", err)
-		}
-	})
-	return kms.NewFromConfig(m.AWSConfig())
+	return kms.NewFromConfig(harness.StartMotoT(t, harness.MotoConfig{}).AWSConfig())
 }
 
 // TestSignersAgainstMoto proves against moto_server what it does right: CreateKey (tagged),

@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -233,4 +235,29 @@ func tailOf(path string, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// StartMotoT starts moto_server for a test, as cfg says (its log goes to a file in a new temporary
+// directory unless cfg.LogPath is set), and stops it when the test ends, showing the end of its log
+// if the test failed. It fails the test if moto_server does not start within a minute.
+func StartMotoT(t testing.TB, cfg MotoConfig) *Moto {
+	t.Helper()
+	if cfg.LogPath == "" {
+		cfg.LogPath = filepath.Join(t.TempDir(), "moto.log")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := StartMoto(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("moto_server log:\n%s", m.LogTail(4000))
+		}
+		if err := m.Stop(); err != nil {
+			t.Errorf("stopping moto_server: %v", err)
+		}
+	})
+	return m
 }
