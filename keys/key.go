@@ -114,6 +114,9 @@ func (k PublicKey) IsZero() bool { return k.key == nil }
 // Equal reports whether both hold the same public key.
 func (k PublicKey) Equal(o PublicKey) bool { return bytes.Equal(k.der, o.der) }
 
+// DER is the key's PKIX DER encoding (what its kid hashes), a copy the caller may keep.
+func (k PublicKey) DER() []byte { return bytes.Clone(k.der) }
+
 // PEM encodes the key as a PKIX "PUBLIC KEY" block, the format of kube-apiserver's
 // --service-account-key-file and of Cluster API's tls.crt.
 func (k PublicKey) PEM() []byte {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"time"
 
@@ -59,13 +60,7 @@ func Create(ctx context.Context, api API, alg, description string, tags map[stri
 		KeyUsage:    types.KeyUsageTypeSignVerify,
 		Description: aws.String(description),
 	}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range tags {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		in.Tags = append(in.Tags, types.Tag{TagKey: aws.String(k), TagValue: aws.String(tags[k])})
 	}
 	cctx, cancel := context.WithTimeout(ctx, CallTimeout)

@@ -3,7 +3,6 @@ package signer
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -170,14 +169,9 @@ func (s *Server) FetchKeys(ctx context.Context, _ *externaljwtv1.FetchKeysReques
 	}
 	out := make([]*externaljwtv1.Key, 0, len(snap.Published))
 	for _, p := range snap.Published {
-		der, err := x509.MarshalPKIXPublicKey(p.Public.Public())
-		if err != nil {
-			s.log.ErrorContext(ctx, "encoding a published key", "kid", p.Public.KeyID(), "err", err)
-			return nil, status.Error(codes.Internal, "encoding keys failed")
-		}
 		out = append(out, &externaljwtv1.Key{
 			KeyId:                    p.Public.KeyID(),
-			Key:                      der,
+			Key:                      p.Public.DER(), // encoded once, when the key was parsed
 			ExcludeFromOidcDiscovery: p.ExcludeFromOIDCDiscovery,
 		})
 	}

@@ -254,7 +254,8 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	g.Go(func() error {
 		return server.ServeWith(ctx, o.internalListen, internal, nil, logger.With("listener", "internal"), internalLimits)
 	})
-	err = g.Wait()
+	// ctx is the group's: it ends with the process's or when a task fails.
+	err = waitWindDown(ctx, logger, windDownBound, g.Wait)
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -154,7 +154,7 @@ func runSigner(ctx context.Context, logger *slog.Logger, o signerOptions) error 
 		return server.ServeWith(ctx, o.internalListen, signerInternalHandler(reg, state), nil,
 			logger.With("listener", "internal"), server.DefaultInternalListenerConfig())
 	})
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+	if err := waitWindDown(ctx, logger, windDownBound, g.Wait); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	logger.Info("stopped")

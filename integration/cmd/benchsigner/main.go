@@ -35,7 +35,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -129,6 +128,22 @@ func measureSign(ctx context.Context, socket string, key crypto.Signer, n int, d
 	if _, err := client.Sign(ctx, req); err != nil {
 		return latencies{}, err
 	}
+	took, elapsed, err := callUntil(ctx, n, d, func() error {
+		_, err := client.Sign(ctx, req)
+		return err
+	})
+	if err != nil {
+		return latencies{}, err
+	}
+	if len(took) == 0 {
+		return latencies{}, errors.New("no call completed")
+	}
+	return summarize(took, elapsed), nil
+}
+
+// callUntil runs call from n goroutines until d has passed (or ctx ends) and returns every call's
+// latency and the time it all took; the first error stops its goroutine and is returned.
+func callUntil(ctx context.Context, n int, d time.Duration, call func() error) ([]time.Duration, time.Duration, error) {
 	var (
 		mu    sync.Mutex
 		took  []time.Duration
@@ -142,27 +157,24 @@ func measureSign(ctx context.Context, socket string, key crypto.Signer, n int, d
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
+			defer func() {
+				mu.Lock()
+				took = append(took, mine...)
+				mu.Unlock()
+			}()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t := time.Now()
-				if _, err := client.Sign(ctx, req); err != nil {
+				if err := call(); err != nil {
 					first.CompareAndSwap(nil, err)
 					return
 				}
 				mine = append(mine, time.Since(t))
 			}
-			mu.Lock()
-			took = append(took, mine...)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if err, _ := first.Load().(error); err != nil {
-		return latencies{}, err
-	}
-	if len(took) == 0 {
-		return latencies{}, errors.New("no call completed")
-	}
-	return summarize(took, time.Since(began)), nil
+	err, _ := first.Load().(error)
+	return took, time.Since(began), err
 }
 
 // measureTokenRequests compares kube-apiserver's TokenRequest throughput with the signer and with
@@ -216,14 +228,14 @@ func measureTokenRequests(ctx context.Context, work string, d time.Duration, rou
 			cfg := c.cfg
 			cfg.BinDir, cfg.WorkDir = bin, filepath.Join(work, fmt.Sprintf("cluster-%d-%d", round, len(rates[c.name])))
 			cfg.ServiceAccountIssuers = []string{"https://oidc.example.test/bench"}
-			fetchBefore := testutil.ToFloat64(callCounter(reg, "FetchKeys"))
+			fetchBefore := callCount(reg, "FetchKeys")
 			began := time.Now()
 			rate, err := tokenRound(ctx, cfg, d, callers)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", c.name, round+1, err)
 			}
 			if c.name == "signer" {
-				fetchPerMin = append(fetchPerMin, (testutil.ToFloat64(callCounter(reg, "FetchKeys"))-fetchBefore)/time.Since(began).Minutes())
+				fetchPerMin = append(fetchPerMin, (callCount(reg, "FetchKeys")-fetchBefore)/time.Since(began).Minutes())
 			}
 			rates[c.name] = append(rates[c.name], rate)
 			fmt.Printf("  round %d  %-8s %8.0f tokens/s\n", round+1, c.name, rate)
@@ -240,30 +252,23 @@ func measureTokenRequests(ctx context.Context, work string, d time.Duration, rou
 	return nil
 }
 
-func callCounter(reg *prometheus.Registry, method string) prometheus.Collector {
-	return collectorFunc(func() float64 {
-		mfs, _ := reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() != "kube_oidc_issuer_signer_calls_total" {
-				continue
-			}
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "method" && l.GetValue() == method {
-						sum += m.GetCounter().GetValue()
-					}
+// callCount is kube_oidc_issuer_signer_calls_total summed over the codes of method.
+func callCount(reg *prometheus.Registry, method string) float64 {
+	mfs, _ := reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "kube_oidc_issuer_signer_calls_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" && l.GetValue() == method {
+					sum += m.GetCounter().GetValue()
 				}
 			}
-			return sum
 		}
-		return 0
-	})
-}
-
-// collectorFunc adapts a function to a gauge collector for testutil.ToFloat64.
-func collectorFunc(f func() float64) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "value", Help: "value"}, f)
+	}
+	return sum
 }
 
 // tokenRound starts a cluster, then mints tokens from callers goroutines for d.
@@ -296,31 +301,11 @@ func tokenRound(ctx context.Context, cfg testcluster.Config, d time.Duration, ca
 			return 0, err
 		}
 	}
-	var (
-		n     atomic.Int64
-		first atomic.Value
-		wg    sync.WaitGroup
-	)
-	deadline := time.Now().Add(d)
-	began := time.Now()
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				if err := mint(); err != nil {
-					first.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := first.Load().(error); err != nil {
+	took, elapsed, err := callUntil(ctx, callers, d, mint)
+	if err != nil {
 		return 0, err
 	}
-	return float64(n.Load()) / time.Since(began).Seconds(), nil
+	return float64(len(took)) / elapsed.Seconds(), nil
 }
 
 func newKey(alg string) (crypto.Signer, error) {
