@@ -91,6 +91,40 @@ func NewCollector(logger *slog.Logger, onChange func(Set), sources ...Source) (*
 	return c, nil
 }
 
+// NewFedCollector returns a collector whose sources are fed from outside: the caller reports
+// each named source's observations with Observe, and Run is not used. A fleet feeds thousands of
+// collectors from one shared watch this way, without a goroutine per source.
+func NewFedCollector(logger *slog.Logger, onChange func(Set), sourceNames ...string) (*Collector, error) {
+	sources := make([]Source, len(sourceNames))
+	for i, n := range sourceNames {
+		sources[i] = fedSource(n)
+	}
+	return NewCollector(logger, onChange, sources...)
+}
+
+// fedSource is a source whose observations arrive through Collector.Observe.
+type fedSource string
+
+func (s fedSource) Name() string { return string(s) }
+
+func (s fedSource) Run(ctx context.Context, _ func(Observation)) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Observe reports an observation of the named source, as its Run would. A source the collector
+// does not have is a programming error and is logged and ignored.
+func (c *Collector) Observe(source string, o Observation) {
+	c.mu.Lock()
+	_, ok := c.status[source]
+	c.mu.Unlock()
+	if !ok {
+		c.logger.Error("observation of an unknown key source ignored", "source", source)
+		return
+	}
+	c.observe(source, o)
+}
+
 // Run runs every source until ctx is done. If a source fails for good, the others are stopped and
 // its error is returned.
 func (c *Collector) Run(ctx context.Context) error {

@@ -77,14 +77,17 @@ type readyzDocuments struct {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, checks []ReadinessCheck) {
 	body := readyzBody{Checks: make(map[string]any, len(checks))}
 	body.Ready = true
-	if d := s.Current(); d != nil {
+	switch d := s.Current(); {
+	case s.main == nil:
+		// Fleet mode: no issuer of its own; the fleet's readiness check decides.
+	case d != nil:
 		body.Documents = &readyzDocuments{
 			Generation: d.Generation,
 			Keys:       d.Keys.Len(),
 			KIDs:       d.Keys.KeyIDs(),
 			Rendered:   d.Rendered.UTC().Format(time.RFC3339),
 		}
-	} else {
+	default:
 		body.Ready = false
 	}
 	for _, c := range checks {

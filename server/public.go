@@ -17,13 +17,16 @@ import (
 //     the preflight would break them for no protection.
 //   - any other method: 405 with Allow.
 //
-// Every other path answers 404.
+// Every other path answers 404. A server with several issuers (a fleet) answers the same for each
+// issuer's paths; which issuer a request reaches depends on its path alone, never on its Host.
 //
-// The route table is a chi router. GET and HEAD of the two exact document paths, which are
-// virtually all the traffic, skip it and go straight to the same handler: chi's Mux.ServeHTTP
-// allocates a request copy and a context value for every request (its own source says so), and
-// the document path must not allocate. The router stays the single description of what is
-// served; the tests run every case through both and require the same answers.
+// The route table is an immutable map from document path to issuer, swapped atomically when an
+// issuer is added or removed; GET and HEAD of a document, which are virtually all the traffic, are
+// one map lookup and go straight to the document handler. Everything else goes through a chi
+// router whose single catch-all route answers OPTIONS, 405 and 404 from the same table: chi's
+// Mux.ServeHTTP allocates a request copy and a context value for every request (its own source
+// says so), and the document path must not allocate. The tests run every case through both and
+// require the same answers.
 func (s *Server) PublicHandler() http.Handler {
 	return &publicHandler{s: s, router: s.publicRouter()}
 }
@@ -35,16 +38,18 @@ type publicHandler struct {
 
 func (h *publicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		switch requestRoutePath(r) {
-		case h.s.jwksPath:
-			h.s.serveDocument(w, r, kindJWKS)
-			return
-		case h.s.discoveryPath:
-			h.s.serveDocument(w, r, kindDiscovery)
+		if e, ok := h.s.route(r); ok {
+			e.issuer.serveDocument(w, r, e.kind)
 			return
 		}
 	}
 	h.router.ServeHTTP(w, r)
+}
+
+// route looks the request's path up in the current route table.
+func (s *Server) route(r *http.Request) (routeEntry, bool) {
+	e, ok := (*s.routes.Load())[requestRoutePath(r)]
+	return e, ok
 }
 
 // requestRoutePath is the path chi routes by, so that the shortcut and the router agree on
@@ -60,28 +65,26 @@ func (s *Server) publicRouter() chi.Router {
 	r := chi.NewRouter()
 	r.NotFound(s.notFound)
 	r.MethodNotAllowed(s.methodNotAllowed)
-	for _, kind := range []docKind{kindDiscovery, kindJWKS} {
-		serve := func(w http.ResponseWriter, r *http.Request) { s.serveDocument(w, r, kind) }
-		path := s.documentPath(kind)
-		r.Get(path, serve)
-		r.Head(path, serve)
-		r.Options(path, func(w http.ResponseWriter, r *http.Request) {
-			s.writeFixed(w, r, &s.responses.preflight, routeOf(kind))
-		})
-	}
+	r.HandleFunc("/*", func(w http.ResponseWriter, r *http.Request) {
+		e, ok := s.route(r)
+		switch {
+		case !ok:
+			s.notFound(w, r)
+		case r.Method == http.MethodGet || r.Method == http.MethodHead:
+			e.issuer.serveDocument(w, r, e.kind)
+		case r.Method == http.MethodOptions:
+			s.writeFixed(w, r, &s.responses.preflight, routeOf(e.kind))
+		default:
+			s.writeFixed(w, r, &s.responses.methodNotAllowed, routeOf(e.kind))
+		}
+	})
 	return r
 }
 
-func (s *Server) documentPath(kind docKind) string {
-	if kind == kindJWKS {
-		return s.jwksPath
-	}
-	return s.discoveryPath
-}
-
 // serveDocument answers GET and HEAD of one document from the published snapshot.
-func (s *Server) serveDocument(w http.ResponseWriter, r *http.Request, kind docKind) {
-	p := s.current.Load()
+func (i *Issuer) serveDocument(w http.ResponseWriter, r *http.Request, kind docKind) {
+	s := i.srv
+	p := i.current.Load()
 	if p == nil {
 		s.writeFixed(w, r, &s.responses.unpublished, routeOf(kind))
 		return
@@ -112,17 +115,14 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	s.writeFixed(w, r, &s.responses.notFound, routeOther)
 }
 
-// methodNotAllowed is also what chi calls for a method it does not know at all, on any path; only
-// the document paths exist, so anywhere else the answer is 404.
+// methodNotAllowed is what chi calls for a method it does not know at all, on any path: a
+// document path answers 405, anywhere else 404.
 func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	switch requestRoutePath(r) {
-	case s.jwksPath:
-		s.writeFixed(w, r, &s.responses.methodNotAllowed, routeJWKS)
-	case s.discoveryPath:
-		s.writeFixed(w, r, &s.responses.methodNotAllowed, routeDiscovery)
-	default:
-		s.notFound(w, r)
+	if e, ok := s.route(r); ok {
+		s.writeFixed(w, r, &s.responses.methodNotAllowed, routeOf(e.kind))
+		return
 	}
+	s.notFound(w, r)
 }
 
 func (s *Server) writeFixed(w http.ResponseWriter, r *http.Request, resp *fixedResponse, rt route) {

@@ -285,7 +285,7 @@ func TestIssuerPaths(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	for _, issuer := range []string{"", "http://issuer.example", "https://issuer.example/", "https://issuer.example/{x}", "https://issuer.example/a?b"} {
+	for _, issuer := range []string{"http://issuer.example", "https://issuer.example/", "https://issuer.example/{x}", "https://issuer.example/a?b"} {
 		if _, err := New(Config{IssuerURL: issuer}); err == nil {
 			t.Errorf("New(%q) succeeded, want an error", issuer)
 		}

@@ -9,10 +9,12 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,8 +24,9 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	// IssuerURL is the issuer, byte for byte the tokens' iss. Its path is the prefix below which
-	// the documents are served (documents.PathPrefix).
+	// IssuerURL is the server's own issuer, byte for byte the tokens' iss: its path is the prefix
+	// below which the documents are served (documents.PathPrefix), and Publish and Current act on
+	// it. Empty means none: every issuer is added with AddIssuer (fleet mode).
 	IssuerURL string
 	// Logger defaults to discarding.
 	Logger *slog.Logger
@@ -32,33 +35,50 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Server holds the currently published documents and serves them.
+// Server serves the documents of one or more issuers, each under its own path. A single-cluster
+// issuer is a server with one issuer (Config.IssuerURL); a fleet adds and removes issuers at
+// runtime. Either way a request is routed by one lookup in an immutable table swapped atomically,
+// so serving never takes a lock and never allocates.
 type Server struct {
+	logger    *slog.Logger
+	metrics   *metrics
+	responses responses
+
+	mu     sync.Mutex // serialises changes of the route table
+	routes atomic.Pointer[routeTable]
+	main   *Issuer // Config.IssuerURL's issuer; nil in fleet mode
+}
+
+// routeTable maps each served document path, in the form the router compares against (see
+// routePath), to its issuer and document. It is never modified once published.
+type routeTable map[string]routeEntry
+
+type routeEntry struct {
+	issuer *Issuer
+	kind   docKind
+}
+
+// Issuer is one issuer served by a Server: its two document paths and its published documents.
+type Issuer struct {
+	srv    *Server
+	url    string
 	logger *slog.Logger
 	// discoveryPath and jwksPath are in the form the request router compares against (the raw
 	// path when the request's path needed escaping, else the decoded path).
 	discoveryPath string
 	jwksPath      string
-	metrics       *metrics
-	responses     responses
-	current       atomic.Pointer[published]
+	// main issuers report their publications in the server-wide keyset metrics; a fleet's
+	// issuers have per-cluster metrics of their own.
+	main    bool
+	current atomic.Pointer[published]
 }
 
-// New validates cfg and returns a server that answers 503 for the documents until the first
-// Publish.
+// ErrPathTaken is returned (wrapped) by AddIssuer when another issuer already serves the paths.
+var ErrPathTaken = errors.New("another issuer already serves this path")
+
+// New validates cfg and returns a server that answers 503 for its issuer's documents until the
+// first Publish (and 404 everywhere when cfg names no issuer, until AddIssuer).
 func New(cfg Config) (*Server, error) {
-	if err := documents.ValidateIssuerURL(cfg.IssuerURL); err != nil {
-		return nil, fmt.Errorf("configuring the document server: %w", err)
-	}
-	prefix := documents.PathPrefix(cfg.IssuerURL)
-	discoveryPath, err := routePath(prefix + documents.DiscoveryPath)
-	if err != nil {
-		return nil, fmt.Errorf("configuring the document server for issuer %q: %w", cfg.IssuerURL, err)
-	}
-	jwksPath, err := routePath(prefix + documents.JWKSPath)
-	if err != nil {
-		return nil, fmt.Errorf("configuring the document server for issuer %q: %w", cfg.IssuerURL, err)
-	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -69,14 +89,80 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("registering the document server's metrics: %w", err)
 		}
 	}
-	return &Server{
-		logger:        logger,
-		discoveryPath: discoveryPath,
-		jwksPath:      jwksPath,
-		metrics:       m,
-		responses:     newResponses(),
-	}, nil
+	s := &Server{logger: logger, metrics: m, responses: newResponses()}
+	s.routes.Store(&routeTable{})
+	if cfg.IssuerURL != "" {
+		i, err := s.addIssuer(cfg.IssuerURL, true)
+		if err != nil {
+			return nil, err
+		}
+		s.main = i
+	}
+	return s, nil
 }
+
+// AddIssuer starts serving issuerURL's documents: 503 until its first Publish. It fails when the
+// URL is not a valid issuer or when another issuer already serves the same paths (ErrPathTaken):
+// two issuers never share a document.
+func (s *Server) AddIssuer(issuerURL string) (*Issuer, error) {
+	return s.addIssuer(issuerURL, false)
+}
+
+func (s *Server) addIssuer(issuerURL string, main bool) (*Issuer, error) {
+	if err := documents.ValidateIssuerURL(issuerURL); err != nil {
+		return nil, fmt.Errorf("configuring the document server: %w", err)
+	}
+	prefix := documents.PathPrefix(issuerURL)
+	discoveryPath, err := routePath(prefix + documents.DiscoveryPath)
+	if err != nil {
+		return nil, fmt.Errorf("configuring the document server for issuer %q: %w", issuerURL, err)
+	}
+	jwksPath, err := routePath(prefix + documents.JWKSPath)
+	if err != nil {
+		return nil, fmt.Errorf("configuring the document server for issuer %q: %w", issuerURL, err)
+	}
+	i := &Issuer{srv: s, url: issuerURL, discoveryPath: discoveryPath, jwksPath: jwksPath, main: main, logger: s.logger}
+	if !main {
+		i.logger = s.logger.With("issuer", issuerURL)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.routes.Load()
+	for _, p := range []string{discoveryPath, jwksPath} {
+		if e, taken := old[p]; taken {
+			return nil, fmt.Errorf("serving issuer %q: path %s: %w (issuer %q)", issuerURL, p, ErrPathTaken, e.issuer.url)
+		}
+	}
+	next := make(routeTable, len(old)+2)
+	for p, e := range old {
+		next[p] = e
+	}
+	next[discoveryPath] = routeEntry{issuer: i, kind: kindDiscovery}
+	next[jwksPath] = routeEntry{issuer: i, kind: kindJWKS}
+	s.routes.Store(&next)
+	return i, nil
+}
+
+// RemoveIssuer stops serving i: its paths answer 404 from the next request on. Removing an issuer
+// that is not served does nothing.
+func (s *Server) RemoveIssuer(i *Issuer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.routes.Load()
+	if e, ok := old[i.jwksPath]; !ok || e.issuer != i {
+		return
+	}
+	next := make(routeTable, len(old))
+	for p, e := range old {
+		if e.issuer != i {
+			next[p] = e
+		}
+	}
+	s.routes.Store(&next)
+}
+
+// Issuers is the number of issuers served.
+func (s *Server) Issuers() int { return len(*s.routes.Load()) / int(numKinds) }
 
 // routePath turns an escaped URL path into the string a request for it is routed by: net/url
 // parses the request target exactly this way, and the router (like chi) looks at RawPath when it
@@ -97,36 +183,59 @@ func routePath(escaped string) (string, error) {
 	return p, nil
 }
 
+// Publish publishes d for the server's own issuer (Config.IssuerURL); see Issuer.Publish.
+func (s *Server) Publish(d *documents.Set) {
+	if s.main == nil {
+		s.logger.Error("ignoring documents published to a server without an issuer of its own")
+		return
+	}
+	s.main.Publish(d)
+}
+
+// Current returns the server's own issuer's published documents, or nil before the first Publish
+// (and always in fleet mode).
+func (s *Server) Current() *documents.Set {
+	if s.main == nil {
+		return nil
+	}
+	return s.main.Current()
+}
+
+// URL is the issuer URL.
+func (i *Issuer) URL() string { return i.url }
+
 // Publish makes d the served documents, atomically: a request sees either the old or the new
 // pair, never one of each. A nil d is ignored, because un-publishing would make every relying
 // party fail; so is a generation older than the one served, so that a late, out-of-order call can
 // never roll back a key rotation.
-func (s *Server) Publish(d *documents.Set) {
+func (i *Issuer) Publish(d *documents.Set) {
 	if d == nil {
-		s.logger.Warn("ignoring an attempt to publish no documents; keeping the published ones")
+		i.logger.Warn("ignoring an attempt to publish no documents; keeping the published ones")
 		return
 	}
 	next := newPublished(d)
 	for {
-		prev := s.current.Load()
+		prev := i.current.Load()
 		if prev != nil && d.Generation < prev.set.Generation {
-			s.logger.Warn("ignoring documents older than the published ones",
+			i.logger.Warn("ignoring documents older than the published ones",
 				"generation", d.Generation, "publishedGeneration", prev.set.Generation)
 			return
 		}
-		if s.current.CompareAndSwap(prev, next) {
+		if i.current.CompareAndSwap(prev, next) {
 			break
 		}
 	}
-	s.metrics.published(d)
-	s.logger.Info("publishing documents",
+	if i.main {
+		i.srv.metrics.published(d)
+	}
+	i.logger.Info("publishing documents",
 		"generation", d.Generation, "kids", d.Keys.KeyIDs(),
 		"jwksETag", d.JWKS.ETag, "discoveryETag", d.Discovery.ETag)
 }
 
 // Current returns the published documents, or nil before the first Publish.
-func (s *Server) Current() *documents.Set {
-	p := s.current.Load()
+func (i *Issuer) Current() *documents.Set {
+	p := i.current.Load()
 	if p == nil {
 		return nil
 	}

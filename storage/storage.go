@@ -4,14 +4,16 @@
 //
 // A Sink stores single objects; Publish puts one rendered documents.Set into a Sink in the order
 // that keeps readers safe (JWKS first, discovery second) and skips objects that already hold the
-// same content. Running Publish on every key-set change, retrying and reconciling is package
-// mirror's job. Every Sink passes the conformance suite in storagetest.
+// same content; Unpublish removes them for good in the reverse order (discovery first, JWKS
+// second). Running Publish on every key-set change, retrying and reconciling is package mirror's
+// job. Every Sink passes the conformance suite in storagetest.
 package storage
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
@@ -68,6 +70,12 @@ type Sink interface {
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// Put stores o, replacing whatever is at o.Key.
 	Put(ctx context.Context, o Object) error
+	// Delete removes the object at key. It is idempotent: removing a key that holds no object is
+	// not an error, so a retried or repeated removal succeeds. It must not remove anything but
+	// that key: no other object, not one whose key merely starts with key, nothing outside the
+	// sink's namespace (a sink may tidy up what only held that object, such as an emptied
+	// directory below a web root).
+	Delete(ctx context.Context, key string) error
 }
 
 // AccessReport says whether anonymous readers (relying parties) can fetch the mirrored objects.
@@ -153,6 +161,43 @@ func Publish(ctx context.Context, sink Sink, set *documents.Set) (Result, error)
 			return res, fmt.Errorf("publishing generation %d: %w", set.Generation, err)
 		}
 		res.Written = append(res.Written, o.Key)
+	}
+	return res, nil
+}
+
+// UnpublishKeys returns the keys Unpublish removes, in its order: discovery first, JWKS second,
+// the reverse of Keys.
+func UnpublishKeys() []string {
+	k := Keys()
+	slices.Reverse(k)
+	return k
+}
+
+// UnpublishResult is what one Unpublish did.
+type UnpublishResult struct {
+	// Removed are the keys that no longer hold an object, in order. Delete is idempotent, so a
+	// key that held nothing before (a repeated Unpublish) is listed too.
+	Removed []string
+}
+
+// Unpublish removes the documents' objects from sink for good (the cluster they describe is
+// gone): the discovery document first, then the JWKS. It stops at the first object it cannot
+// remove, so a reader can never find a discovery document pointing at a JWKS that is gone; a
+// failure after the discovery document was removed leaves only a JWKS that nothing points to.
+// Running it again after a failure finishes the job.
+func Unpublish(ctx context.Context, sink Sink) (UnpublishResult, error) {
+	var res UnpublishResult
+	for _, key := range UnpublishKeys() {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("unpublishing %s: %w", sink.Location(key), err)
+		}
+		if err := sink.Delete(ctx, key); err != nil {
+			if key == Key(documents.DiscoveryPath) {
+				return res, fmt.Errorf("unpublishing from %s (the JWKS is kept while the discovery document remains): %w", sink.String(), err)
+			}
+			return res, fmt.Errorf("unpublishing from %s: %w", sink.String(), err)
+		}
+		res.Removed = append(res.Removed, key)
 	}
 	return res, nil
 }

@@ -96,7 +96,7 @@ too); STS itself trusts only public CAs and the registered thumbprints.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.issuerURL, "issuer-url", "", "the issuer URL, byte for byte the tokens' iss and the IAM provider's URL")
+	issuerFlags{&o.issuerURL}.add(f, "; with --aws, also its IAM OpenID Connect provider's URL")
 	f.StringVar(&o.tokenFile, "token", "", "file holding a service-account token to check against the issuer (e.g. from kubectl create token)")
 	f.StringVar(&o.audience, "audience", doctor.DefaultAudience, "the audience the relying party expects in the token")
 	f.StringVar(&o.caFile, "ca-file", "", "PEM CA certificate(s) to trust for the issuer and the mirror in addition to the system roots")
@@ -107,7 +107,7 @@ too); STS itself trusts only public CAs and the registered thumbprints.`,
 	f.BoolVar(&o.s3PathStyle, "s3-path-style", false, "address the bucket as ENDPOINT/BUCKET (most S3-compatible stores)")
 	f.StringVar(&o.output, "output", "text", "text or json")
 	f.DurationVar(&o.timeout, "timeout", doctor.DefaultTimeout, "give up on each request after this long (STS waits about 5 s)")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster: also check which key its control plane signs with (control-plane-signing)")
+	kubeconfigFlag{&o.kubeconfig}.add(f, ": also check which key its control plane signs with (control-plane-signing)")
 	f.StringVar(&o.signingSecret, "signing-secret", "", "NAMESPACE/NAME of the signing-key Secret, whose active key the control plane must sign with (needs --kubeconfig)")
 	f.StringVar(&o.probeServiceAccount, "signing-probe-service-account", "default/default", "NAMESPACE/NAME of the ServiceAccount probe tokens are minted for (needs create on its serviceaccounts/token)")
 	f.IntVar(&o.probeCount, "signing-probe-count", signingprobe.DefaultProbesPerRound, "probe tokens to mint, each over a new connection, so that each kube-apiserver behind a load balancer is likely asked")

@@ -42,7 +42,7 @@ func TestIAMCommandsRefuseBeforeCallingAWS(t *testing.T) {
 		{"register bad thumbprint", []string{"register", "--issuer-url", "https://oidc.example.com", "--thumbprint", "abc"}, "--thumbprint"},
 		{"register bad tag", []string{"register", "--issuer-url", "https://oidc.example.com", "--thumbprint", tp, "--tag", "novalue"}, "KEY=VALUE"},
 		{"register duplicate audience", []string{"register", "--issuer-url", "https://oidc.example.com", "--thumbprint", tp, "--audience", "a", "--audience", "a"}, "twice"},
-		{"register bad jwks uri", []string{"register", "--issuer-url", "https://oidc.example.com", "--jwks-uri", "http://x/jwks", "--thumbprint", tp}, "--jwks-uri"},
+		{"register bad jwks uri", []string{"register", "--issuer-url", "https://oidc.example.com", "--jwks-uri", "http://x/jwks", "--thumbprint", tp}, `jwks URI "http://x/jwks" must be an absolute https URL`},
 		{"thumbprint of an http URL", []string{"thumbprint", "http://oidc.example.com"}, "https"},
 		{"trust-policy without service account", []string{"trust-policy", "--issuer-url", "https://oidc.example.com", "--account-id", "123456789012"}, "--service-account"},
 		{"trust-policy bad service account", []string{"trust-policy", "--issuer-url", "https://oidc.example.com", "--account-id", "123456789012", "--service-account", "Default/App"}, "lower-case"},

@@ -26,8 +26,8 @@ that runs "register" or "serve --iam-register": iam:ListOpenIDConnectProviders (
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if issuerURL != "" {
-				if err := iam.ValidateProviderURL(issuerURL); err != nil {
-					return fmt.Errorf("--issuer-url: %w", err)
+				if err := validateProviderURLFlag(issuerURL); err != nil {
+					return err
 				}
 			}
 			if accountID != "*" {
@@ -56,7 +56,7 @@ that runs "register" or "serve --iam-register": iam:ListOpenIDConnectProviders (
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&issuerURL, "issuer-url", "", "limit the policy to the provider for this issuer URL")
+	issuerFlags{&issuerURL}.add(cmd.Flags(), iamProviderURLSuffix+"; limits the policy to that provider (default: every OIDC provider)")
 	cmd.Flags().StringVar(&accountID, "account-id", "*", "AWS account ID of the provider")
 	cmd.Flags().StringVar(&partition, "partition", "aws", "AWS partition: aws, aws-cn, aws-us-gov")
 	cmd.Flags().BoolVar(&kmsKeys, "kms", false, "print instead the KMS policy of signer mode with KMS-held keys (serve --kms-keys creates tagged keys; the signers sign with them); give the signers only its UseSigningKeys statement")

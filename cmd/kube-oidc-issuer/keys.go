@@ -58,7 +58,7 @@ The previous key stays published, and in the Secret's verification bundle, until
 	f.StringVar(&o.adminURL, "admin-url", "", "base URL of the issuer's admin listener, https://HOST:PORT (required)")
 	f.StringVar(&o.token, "token", "", "bearer token")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig whose credentials are used when neither --token nor --token-file is given")
+	kubeconfigFlag{&o.kubeconfig}.add(f, ", whose credentials are used when neither --token nor --token-file is given (default: $KUBECONFIG or ~/.kube/config)")
 	f.StringVar(&o.caFile, "admin-ca-file", "", "CA certificate(s) that signed the admin listener's certificate (default: the system roots)")
 	f.StringVarP(&o.output, "output", "o", "table", "table or json")
 	f.DurationVar(&o.timeout, "timeout", 60*time.Second, "how long to wait for the answer")

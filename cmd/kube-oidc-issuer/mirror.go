@@ -189,6 +189,7 @@ type mirrorCommandOptions struct {
 
 func newMirrorCommand() *cobra.Command {
 	o := mirrorCommandOptions{}
+	logs := logFlags{level: &o.logLevel}
 	cmd := &cobra.Command{
 		Use:   "mirror --issuer-url URL --mirror TARGET... (--secret NAMESPACE/NAME | --key-file PATH)...",
 		Short: "Publish the documents to S3 or a web root once and exit (bootstrap, CI pipelines)",
@@ -205,7 +206,7 @@ contacting any store.`,
       --secret eksa-system/mycluster-sa --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(cmd.ErrOrStderr(), o.logLevel, "text")
+			logger, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -213,25 +214,17 @@ contacting any store.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.docs.IssuerURL, "issuer-url", "", "the issuer URL, byte for byte kube-apiserver's --service-account-issuer")
-	f.StringVar(&o.docs.JWKSURI, "jwks-uri", "", "the jwks_uri advertised in the discovery document (default: ISSUER_URL/openid/v1/jwks)")
-	f.DurationVar(&o.docs.MaxAge, "max-age", documents.DefaultMaxAge, "Cache-Control max-age of both documents")
-	f.BoolVar(&o.docs.JWKS.LegacyEmptyKID, "legacy-empty-kid", false, `also publish every key with "kid": ""`)
-	f.StringSliceVar(&o.secrets, "secret", nil, "signing-key Secret NAMESPACE/NAME to read; repeatable")
-	f.StringSliceVar(&o.keyFiles, "key-file", nil, "PEM key file to publish; repeatable")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --secret (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+	documentFlags{&o.docs}.add(f, "")
+	keySourceFlags{&o.secrets, &o.keyFiles, &o.kubeconfig}.add(f, false, "--secret")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print what would be written where; contact no store")
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up (exit status 1) if keys cannot be read and every target written within this time; failed writes are retried until then")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.add(f)
 	o.mirror.addFlags(f, false)
 	return cmd
 }
 
 func runMirror(ctx context.Context, logger *slog.Logger, out io.Writer, o mirrorCommandOptions) error {
-	if err := validateIssuerURLFlag(o.docs.IssuerURL); err != nil {
-		return err
-	}
-	if err := o.docs.Validate(); err != nil {
+	if err := validateDocumentFlags(o.docs); err != nil {
 		return err
 	}
 	if len(o.mirror.targets) == 0 {

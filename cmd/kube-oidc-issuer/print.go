@@ -88,7 +88,7 @@ and the JWKS is printed all the same.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&files, "public-key", nil, `PEM file with one or more keys, a regular file of at most 1 MiB ("-" reads standard input, up to 1 MiB); repeatable`)
-	cmd.Flags().BoolVar(&opts.LegacyEmptyKID, "legacy-empty-kid", false, `also publish every key with "kid": "", for tokens minted before Kubernetes 1.16`)
+	addLegacyEmptyKIDFlag(cmd.Flags(), &opts.LegacyEmptyKID)
 	return cmd
 }
 
@@ -103,7 +103,7 @@ keys (the keys decide id_token_signing_alg_values_supported).`,
 		Example: `  kube-oidc-issuer discovery --issuer-url https://oidc.example.com/cluster-a --public-key sa.pub`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := validateIssuerURLFlag(cfg.IssuerURL); err != nil {
+			if err := validateDocumentFlags(cfg); err != nil {
 				return err
 			}
 			set, err := readKeyFiles(cmd.Context(), cmd.InOrStdin(), files)
@@ -119,8 +119,7 @@ keys (the keys decide id_token_signing_alg_values_supported).`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&cfg.IssuerURL, "issuer-url", "", "the issuer URL, exactly as kube-apiserver's --service-account-issuer (https, no trailing slash)")
-	cmd.Flags().StringVar(&cfg.JWKSURI, "jwks-uri", "", "the JWKS URL to advertise (default: ISSUER_URL/openid/v1/jwks)")
+	documentFlags{&cfg}.addURLs(cmd.Flags(), "")
 	cmd.Flags().StringSliceVar(&files, "public-key", nil, `PEM file with one or more keys, a regular file of at most 1 MiB ("-" reads standard input, up to 1 MiB); repeatable`)
 	return cmd
 }

@@ -130,6 +130,7 @@ type registerOptions struct {
 
 func newRegisterCommand() *cobra.Command {
 	o := registerOptions{}
+	logs := logFlags{level: &o.logLevel}
 	cmd := &cobra.Command{
 		Use:   "register --issuer-url URL [--audience AUD]... [--thumbprint HEX]... [--tag KEY=VALUE]... [--dry-run]",
 		Short: "Register the issuer with AWS IAM as an OpenID Connect provider, or bring the registration up to date",
@@ -151,7 +152,7 @@ are printed by "kube-oidc-issuer iam-policy".`,
       --thumbprint 9e99a48a9960b14926bb7f3b02e22da2b0ab7280 --audience sts.amazonaws.com --audience vault`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(cmd.ErrOrStderr(), o.logLevel, "text")
+			logger, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -159,27 +160,21 @@ are printed by "kube-oidc-issuer iam-policy".`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.issuerURL, "issuer-url", "", "the issuer URL, byte for byte the tokens' iss (https, no port, no query, no trailing slash)")
-	f.StringVar(&o.jwksURI, "jwks-uri", "", "the jwks_uri the discovery document advertises, whose host's thumbprint is registered (default: ISSUER_URL/openid/v1/jwks)")
+	issuerFlags{&o.issuerURL}.add(f, iamProviderURLSuffix)
+	addJWKSURIFlag(f, &o.jwksURI, "; its host's thumbprint is registered too")
 	o.reg.addFlags(f, "")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the plan (create / update thumbprints / audiences / tags) and change nothing")
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.add(f)
 	return cmd
 }
 
 func runRegister(ctx context.Context, cmd *cobra.Command, logger *slog.Logger, o registerOptions) error {
-	if err := validateIssuerURLFlag(o.issuerURL); err != nil {
+	if err := validateProviderURLFlag(o.issuerURL); err != nil {
 		return err
 	}
-	// AWS IAM's rules on top of the issuer rules: no port, at most 255 characters.
-	if err := iam.ValidateProviderURL(o.issuerURL); err != nil {
-		return fmt.Errorf("--issuer-url: %w", err)
-	}
-	if o.jwksURI != "" {
-		if err := (documents.Config{IssuerURL: o.issuerURL, JWKSURI: o.jwksURI}).Validate(); err != nil {
-			return fmt.Errorf("--jwks-uri: %w", err)
-		}
+	if err := validateDocumentFlags(documents.Config{IssuerURL: o.issuerURL, JWKSURI: o.jwksURI}); err != nil {
+		return err
 	}
 	if err := o.reg.validate(""); err != nil {
 		return err

@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/version"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/issuer"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/filesource"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
@@ -43,6 +43,7 @@ type serveOptions struct {
 	rotation       rotationOptions
 	probe          signingProbeOptions
 	listeners      listenerOptions
+	fleet          fleetOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -76,28 +77,29 @@ sign with; promote is one write of that state, followed by the signers within --
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.docs.IssuerURL, "issuer-url", "", "the issuer URL, byte for byte kube-apiserver's --service-account-issuer (https, no query, no trailing slash); its path is where the documents are served")
-	f.StringVar(&o.docs.JWKSURI, "jwks-uri", "", "the jwks_uri advertised in the discovery document (default: ISSUER_URL/openid/v1/jwks)")
-	f.DurationVar(&o.docs.MaxAge, "max-age", documents.DefaultMaxAge, "Cache-Control max-age of both documents; relying parties may keep a JWKS this long, so a new key must be published at least this long before it signs")
-	f.BoolVar(&o.docs.JWKS.LegacyEmptyKID, "legacy-empty-kid", false, `also publish every key with "kid": "", for tokens minted before Kubernetes 1.16`)
-	f.StringSliceVar(&o.secrets, "secret", nil, "signing-key Secret NAMESPACE/NAME to watch; repeatable")
-	f.StringSliceVar(&o.keyFiles, "key-file", nil, "PEM key file to publish (e.g. kubeadm's sa.pub), re-read on change; repeatable")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --secret, --state-secret and the other Kubernetes API clients (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+	documentFlags{&o.docs}.add(f, "; its path is where the documents are served")
+	keySourceFlags{&o.secrets, &o.keyFiles, &o.kubeconfig}.add(f, true, "--secret, --state-secret and the other Kubernetes API clients")
 	f.StringVar(&o.listen, "listen", ":8080", "address of the public listener (documents)")
 	f.StringVar(&o.internalListen, "internal-listen", ":8081", "address of the internal listener (/healthz, /readyz, /metrics); keep it off the public network")
 	f.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the public listener with TLS using this certificate chain (PEM), reloaded on change")
 	f.StringVar(&o.tlsKeyFile, "tls-key-file", "", "private key for --tls-cert-file (PEM)")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	logFlags{&o.logLevel, &o.logFormat}.add(f)
 	o.mirror.addFlags(f, true)
 	o.iam.addFlags(f)
 	o.rotation.addFlags(f)
 	o.probe.addFlags(f)
 	o.listeners.addFlags(f)
+	o.fleet.addFlags(f)
 	return cmd
 }
 
 func (o serveOptions) validate() error {
+	if err := o.fleet.validate(o); err != nil {
+		return err
+	}
+	if o.fleet.enabled {
+		return o.validateFleet()
+	}
 	if err := validateIssuerURLFlag(o.docs.IssuerURL); err != nil {
 		return err
 	}
@@ -127,6 +129,20 @@ func (o serveOptions) validate() error {
 	return o.rotation.validate(o)
 }
 
+// validateFleet checks what fleet mode shares with single-cluster serving.
+func (o serveOptions) validateFleet() error {
+	if o.docs.MaxAge < 0 {
+		return fmt.Errorf("--max-age %s must not be negative", o.docs.MaxAge)
+	}
+	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	if err := o.listeners.validate(); err != nil {
+		return err
+	}
+	return o.rotation.validate(o)
+}
+
 func splitSecretRef(ref string) (namespace, name string, err error) {
 	ns, n, ok := strings.Cut(ref, "/")
 	if !ok || ns == "" || n == "" || strings.Contains(n, "/") {
@@ -142,39 +158,7 @@ type leaderTasks interface {
 }
 
 // publisher receives every rendered document set; the HTTP server is one, mirror sinks are others.
-type publisher interface {
-	Publish(*documents.Set)
-}
-
-// renderer turns each new key set into documents exactly once and hands them to every publisher.
-type renderer struct {
-	cfg        documents.Config
-	logger     *slog.Logger
-	publishers []publisher
-	// published learns the kids of every key set that was rendered and published.
-	published *publishedKIDs
-
-	mu         sync.Mutex
-	generation uint64
-}
-
-func (r *renderer) keySetChanged(set keys.Set) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	docs, err := documents.Render(r.cfg, set, r.generation+1, time.Now())
-	if err != nil {
-		// Only an empty set or a bad configuration fail here; keep what is published.
-		r.logger.Error("rendering documents failed; keeping the published ones", "error", err)
-		return
-	}
-	r.generation++
-	for _, p := range r.publishers {
-		p.Publish(docs)
-	}
-	if r.published != nil {
-		r.published.Publish(set)
-	}
-}
+type publisher = issuer.Publisher
 
 func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	if err := o.validate(); err != nil {
@@ -190,6 +174,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 		return err
 	}
 
+	// One server for every issuer this process serves: its own (Config.IssuerURL), or a fleet's.
 	srv, err := server.New(server.Config{IssuerURL: o.docs.IssuerURL, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
@@ -202,30 +187,26 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	mirrors, err := newMirrors(ctx, logger, o.mirror, o.docs.IssuerURL, reg)
-	if err != nil {
-		return err
+	var (
+		runIssuers func(context.Context) error
+		checks     []server.ReadinessCheck
+	)
+	if o.fleet.enabled {
+		fl, fleetChecks, err := setupFleet(ctx, logger, o, srv, reg, bg.leader, info.UserAgent())
+		if err != nil {
+			return err
+		}
+		runIssuers, checks = fl.Run, append(fleetChecks, bg.readiness())
+	} else {
+		pipeline, pipelineChecks, err := setupIssuer(ctx, logger, o, srv, bg, sources, reg, info.UserAgent())
+		if err != nil {
+			return err
+		}
+		runIssuers, checks = pipeline.Run, pipelineChecks
 	}
-	iamReg, err := newIAMRegistration(ctx, logger, o.iam, o.docs, reg)
-	if err != nil {
-		return err
-	}
-	published := &publishedKIDs{}
-	probeReadiness, err := o.probe.setup(logger, o, bg, published, reg, info.UserAgent())
-	if err != nil {
-		return err
-	}
-	r := &renderer{cfg: o.docs, logger: logger, publishers: append([]publisher{srv}, mirrors.publishers()...), published: published}
-	collector, err := keys.NewCollector(logger, r.keySetChanged, sources...)
-	if err != nil {
-		return err
-	}
-	reg.MustRegister(server.NewSourceStatusCollector(collector.Status))
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return collector.Run(ctx) })
-	mirrors.runOn(bg.leader)
-	iamReg.runOn(bg.leader)
+	g.Go(func() error { return runIssuers(ctx) })
 	bg.run(ctx, g) // starts the elector: leader-only work is registered above
 
 	var publicTLS *server.CertReloader // nil: plain HTTP behind an ingress
@@ -236,18 +217,7 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 		}
 		g.Go(func() error { return publicTLS.Run(ctx) })
 	}
-	internal := srv.InternalHandler(reg, append([]server.ReadinessCheck{{
-		Name: "keys",
-		Check: func() (bool, any) {
-			st := collector.Status()
-			for _, s := range st {
-				if !s.Ready {
-					return false, st
-				}
-			}
-			return true, st
-		},
-	}, bg.readiness(), probeReadiness}, append(mirrors.readiness(), iamReg.readiness()...)...)...)
+	internal := srv.InternalHandler(reg, checks...)
 	g.Go(func() error {
 		return server.ServeWith(ctx, o.listen, srv.PublicHandler(), publicTLS.TLSConfig(), logger.With("listener", "public"), publicLimits)
 	})
@@ -255,12 +225,55 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 		return server.ServeWith(ctx, o.internalListen, internal, nil, logger.With("listener", "internal"), internalLimits)
 	})
 	// ctx is the group's: it ends with the process's or when a task fails.
-	err = waitWindDown(ctx, logger, windDownBound, g.Wait)
+	err = waitWindDown(ctx, logger, os.Stderr, windDownBound, g.Wait)
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// setupIssuer builds the single issuer's pipeline (Config.IssuerURL on srv) with its mirrors, IAM
+// registration and signing probe, registering their leader-only work with bg; it returns the
+// pipeline and the readiness checks.
+func setupIssuer(ctx context.Context, logger *slog.Logger, o serveOptions, srv *server.Server, bg *background, sources []keys.Source, reg *prometheus.Registry, userAgent string) (*issuer.Issuer, []server.ReadinessCheck, error) {
+	mirrors, err := newMirrors(ctx, logger, o.mirror, o.docs.IssuerURL, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	iamReg, err := newIAMRegistration(ctx, logger, o.iam, o.docs, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	published := &publishedKIDs{}
+	probeReadiness, err := o.probe.setup(logger, o, bg, published, reg, userAgent)
+	if err != nil {
+		return nil, nil, err
+	}
+	pipeline, err := issuer.New(issuer.Config{
+		Documents: o.docs, Sources: sources, Logger: logger,
+		Publishers: append([]publisher{srv}, mirrors.publishers()...), OnKeySet: published.Publish,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	reg.MustRegister(server.NewSourceStatusCollector(pipeline.Status))
+	mirrors.runOn(bg.leader)
+	iamReg.runOn(bg.leader)
+	keysReady := server.ReadinessCheck{
+		Name: "keys",
+		Check: func() (bool, any) {
+			st := pipeline.Status()
+			for _, s := range st {
+				if !s.Ready {
+					return false, st
+				}
+			}
+			return true, st
+		},
+	}
+	checks := append([]server.ReadinessCheck{keysReady, bg.readiness(), probeReadiness}, append(mirrors.readiness(), iamReg.readiness()...)...)
+	return pipeline, checks, nil
 }
 
 func buildSources(logger *slog.Logger, o serveOptions, userAgent string) ([]keys.Source, error) {

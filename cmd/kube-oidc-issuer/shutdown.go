@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"runtime/pprof"
 	"time"
 )
@@ -16,9 +16,9 @@ import (
 const windDownBound = 15 * time.Second
 
 // waitWindDown waits for wait (an errgroup's Wait) to return. Once ctx has ended it waits at most
-// bound more; then it logs, writes every goroutine's stack to stderr (function names only: no
+// bound more; then it logs, writes every goroutine's stack to stacks (function names only: no
 // arguments, so no key material) so the stuck one can be found, and returns an error.
-func waitWindDown(ctx context.Context, logger *slog.Logger, bound time.Duration, wait func() error) error {
+func waitWindDown(ctx context.Context, logger *slog.Logger, stacks io.Writer, bound time.Duration, wait func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- wait() }()
 	select {
@@ -34,6 +34,6 @@ func waitWindDown(ctx context.Context, logger *slog.Logger, bound time.Duration,
 	case <-timer.C:
 	}
 	logger.Error("still stopping after the wind-down bound; exiting anyway (goroutine stacks on stderr)", "bound", bound)
-	_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+	_ = pprof.Lookup("goroutine").WriteTo(stacks, 1)
 	return fmt.Errorf("did not stop within %s of being asked to", bound)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -31,7 +32,7 @@ func TestWaitWindDown(t *testing.T) {
 			defer cancel()
 			var logs strings.Builder
 			begin := time.Now()
-			err := waitWindDown(ctx, slog.New(slog.NewTextHandler(&logs, nil)), 100*time.Millisecond, tt.wait)
+			err := waitWindDown(ctx, slog.New(slog.NewTextHandler(&logs, nil)), io.Discard, 100*time.Millisecond, tt.wait)
 			if took := time.Since(begin); took > 5*time.Second {
 				t.Fatalf("took %s", took)
 			}

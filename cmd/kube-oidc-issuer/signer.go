@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,7 @@ type signerOptions struct {
 
 func newSignerCommand() *cobra.Command {
 	o := signerOptions{}
+	logs := logFlags{&o.logLevel, &o.logFormat}
 	cmd := &cobra.Command{
 		Use:   "signer --socket PATH --state-secret NAMESPACE/NAME --state-cache FILE",
 		Short: "Sign service-account tokens for kube-apiserver (KEP-740 external signer) with the key lifecycle's active key",
@@ -64,7 +66,7 @@ served on --internal-listen.`,
       --kubeconfig /etc/kubernetes/kube-oidc-issuer.conf`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
+			logger, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -75,12 +77,11 @@ served on --internal-listen.`,
 	f.StringVar(&o.socket, "socket", "", "unix socket path to serve on (kube-apiserver --service-account-signing-endpoint); its directory must exist")
 	f.StringVar(&o.stateSecret, "state-secret", "", "NAMESPACE/NAME of the Secret holding the signer-mode key lifecycle state")
 	f.StringVar(&o.stateCache, "state-cache", "", "local copy of the state (0600), read at start and rewritten on every change; created by `signer init`")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubernetes client configuration (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
+	kubeconfigFlag{&o.kubeconfig}.add(f, ", for --state-secret"+kubeconfigInClusterSuffix)
 	f.DurationVar(&o.refreshHint, "refresh-hint", signer.DefaultRefreshHint, "how often kube-apiserver should fetch the public keys again (FetchKeys refresh_hint_seconds; whole seconds)")
 	f.DurationVar(&o.maxTokenLifetime, "max-token-lifetime", signer.DefaultMaxTokenExpiration, "longest token lifetime kube-apiserver may ask for (Metadata max_token_expiration_seconds; at least 10m); keep it equal to serve's --max-token-lifetime")
 	f.StringVar(&o.internalListen, "internal-listen", "127.0.0.1:8082", "address of the internal listener (/healthz, /readyz, /metrics)")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	logs.add(f)
 	cmd.AddCommand(newSignerInitCommand())
 	return cmd
 }
@@ -154,7 +155,7 @@ func runSigner(ctx context.Context, logger *slog.Logger, o signerOptions) error 
 		return server.ServeWith(ctx, o.internalListen, signerInternalHandler(reg, state), nil,
 			logger.With("listener", "internal"), server.DefaultInternalListenerConfig())
 	})
-	if err := waitWindDown(ctx, logger, windDownBound, g.Wait); err != nil && !errors.Is(err, context.Canceled) {
+	if err := waitWindDown(ctx, logger, os.Stderr, windDownBound, g.Wait); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	logger.Info("stopped")

@@ -76,7 +76,7 @@ Without --account-id the account (and partition) of the current AWS credentials 
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.issuerURL, "issuer-url", "", "the issuer URL the provider was registered with")
+	issuerFlags{&o.issuerURL}.add(f, iamProviderURLSuffix)
 	f.StringSliceVar(&o.serviceAccounts, "service-account", nil, "NAMESPACE/NAME allowed to assume the role; * and ? are wildcards; repeatable")
 	f.StringSliceVar(&o.audiences, "audience", []string{iam.DefaultAudience}, "audience the token must carry (one of); repeatable")
 	f.StringVar(&o.accountID, "account-id", "", "AWS account ID of the provider (default: the account of the current AWS credentials)")
@@ -86,12 +86,8 @@ Without --account-id the account (and partition) of the current AWS credentials 
 }
 
 func runTrustPolicy(ctx context.Context, stdout, stderr io.Writer, o trustPolicyOptions, newSTS func(context.Context) (callerIdentityAPI, error)) error {
-	if err := validateIssuerURLFlag(o.issuerURL); err != nil {
+	if err := validateProviderURLFlag(o.issuerURL); err != nil {
 		return err
-	}
-	// AWS IAM's rules on top of the issuer rules: no port, at most 255 characters.
-	if err := iam.ValidateProviderURL(o.issuerURL); err != nil {
-		return fmt.Errorf("--issuer-url: %w", err)
 	}
 	var sas []trustpolicy.ServiceAccount
 	for _, s := range o.serviceAccounts {

@@ -19,6 +19,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/storage"
 )
@@ -141,12 +142,9 @@ func (s *Sink) Put(ctx context.Context, o storage.Object) error {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return fmt.Errorf("writing %s: creating its directory: %w", dst, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
+	tmp, err := createTemp(dir, dst)
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", dst, err)
+		return err
 	}
 	committed := false
 	defer func() {
@@ -172,6 +170,93 @@ func (s *Sink) Put(ctx context.Context, o storage.Object) error {
 	}
 	committed = true
 	return syncDir(dir)
+}
+
+// createTemp creates dir and the temporary file for dst in it. A concurrent Delete of another key
+// may remove dir (or a parent) once it is empty, between the two steps: then both are tried again.
+// Once the temporary file exists the directory is not empty, so it stays until the rename.
+func createTemp(dir, dst string) (*os.File, error) {
+	for attempt := 1; ; attempt++ {
+		err := os.MkdirAll(dir, dirMode)
+		if err == nil {
+			var tmp *os.File
+			if tmp, err = os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*"); err == nil {
+				return tmp, nil
+			}
+			err = fmt.Errorf("writing %s: %w", dst, err)
+		} else {
+			err = fmt.Errorf("writing %s: creating its directory: %w", dst, err)
+		}
+		if attempt == 5 || !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+}
+
+// Delete removes the file at key, then each directory the key's path leads through that it left
+// empty, up to but not including the root, so a removed issuer leaves no empty .well-known or
+// openid/v1 behind. A missing file is not an error. It works through an os.Root, so a symbolic
+// link below the root can never lead it to remove anything outside the root; a symbolic link at
+// key is removed itself, never its target; a directory at key is refused (it is not an object),
+// and a directory that is a symbolic link is never pruned.
+func (s *Sink) Delete(ctx context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("deleting %s: %w", p, err)
+	}
+	root, err := os.OpenRoot(s.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing was ever written
+	}
+	if err != nil {
+		return fmt.Errorf("deleting %s: %w", p, err)
+	}
+	defer root.Close()
+	name := filepath.FromSlash(key)
+	info, err := root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil // no file, or a file where the key needs a directory: nothing at key
+	}
+	if err != nil {
+		return fmt.Errorf("deleting %s: %w", p, err)
+	}
+	if info.IsDir() {
+		return fmt.Errorf("deleting %s: it is a directory, not a document", p)
+	}
+	if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("deleting %s: %w", p, err)
+	}
+	// Prune emptied directories: best effort, stopping at the first that is not empty (or not a
+	// plain directory, or cannot be removed).
+	dir := filepath.Dir(name)
+	for dir != "." {
+		if fi, err := root.Lstat(dir); err != nil || !fi.IsDir() || root.Remove(dir) != nil {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	return syncRootDir(root, dir)
+}
+
+// syncRootDir makes a removal in dir (below root) durable. A concurrent Delete may have removed
+// dir meanwhile, once empty: then the closest directory still there is flushed instead.
+func syncRootDir(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	for errors.Is(err, fs.ErrNotExist) && dir != "." {
+		dir = filepath.Dir(dir)
+		d, err = root.Open(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("flushing directory %s: %w", filepath.Join(root.Name(), dir), err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("flushing directory %s: %w", filepath.Join(root.Name(), dir), err)
+	}
+	return nil
 }
 
 // syncDir makes a rename in dir durable.

@@ -161,6 +161,28 @@ func (s *Sink) Put(ctx context.Context, o storage.Object) error {
 	return nil
 }
 
+// Delete removes the object with DeleteObject. S3 answers the removal of a missing key with
+// success; a NoSuchKey or NotFound answer (some S3-compatible stores) counts as success too. It
+// names exactly one key under the sink's prefix, never a listing or a batch, so nothing else can
+// go with it. In a bucket with versioning S3 adds a delete marker: readers allowed only
+// s3:GetObject then get a 404, and the older versions stay until a lifecycle rule expires them.
+// The role needs s3:DeleteObject on the object.
+func (s *Sink) Delete(ctx context.Context, key string) error {
+	if key == "" {
+		return fmt.Errorf("deleting from %s: empty object key", s)
+	}
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.objectKey(key))})
+	if err != nil {
+		var nk *types.NoSuchKey
+		var nf *types.NotFound
+		if errors.As(err, &nk) || errors.As(err, &nf) || isCode(err, "NoSuchKey", "NotFound") {
+			return nil
+		}
+		return fmt.Errorf("deleting %s: %w", s.Location(key), err)
+	}
+	return nil
+}
+
 // isCode reports whether err is an S3 API error with one of codes.
 func isCode(err error, codes ...string) bool {
 	var ae smithy.APIError

@@ -15,6 +15,7 @@ type Memory struct {
 	mu      sync.Mutex
 	objects map[string]storage.Object
 	puts    []string
+	deletes []string
 }
 
 var _ storage.Sink = (*Memory)(nil)
@@ -55,6 +56,18 @@ func (m *Memory) Put(ctx context.Context, o storage.Object) error {
 	return nil
 }
 
+// Delete removes the object at key, if any.
+func (m *Memory) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objects, key)
+	m.deletes = append(m.deletes, key)
+	return nil
+}
+
 // Harness returns the conformance harness for m.
 func (m *Memory) Harness() Harness {
 	return Harness{
@@ -91,6 +104,14 @@ func (m *Memory) Puts() []string {
 	return slices.Clone(m.puts)
 }
 
+// Deletes returns the keys Delete was called for so far (whether or not they held an object), in
+// order.
+func (m *Memory) Deletes() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.deletes)
+}
+
 // Faulty wraps a sink and fails or delays the calls a test chooses.
 type Faulty struct {
 	storage.Sink
@@ -99,6 +120,8 @@ type Faulty struct {
 	FailPut func(storage.Object) error
 	// FailStat does the same for Stat.
 	FailStat func(key string) error
+	// FailDelete does the same for Delete: the object stays.
+	FailDelete func(key string) error
 }
 
 // Put stores o unless FailPut refuses it.
@@ -119,4 +142,14 @@ func (f *Faulty) Stat(ctx context.Context, key string) (storage.ObjectInfo, erro
 		}
 	}
 	return f.Sink.Stat(ctx, key)
+}
+
+// Delete removes key unless FailDelete refuses it.
+func (f *Faulty) Delete(ctx context.Context, key string) error {
+	if f.FailDelete != nil {
+		if err := f.FailDelete(key); err != nil {
+			return err
+		}
+	}
+	return f.Sink.Delete(ctx, key)
 }

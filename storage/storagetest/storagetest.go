@@ -66,6 +66,13 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"PublishRepairsDrift", testPublishRepairsDrift},
 		{"PublishFollowsHeaderChanges", testPublishHeaderChange},
 		{"FailureBeforeDiscoveryKeepsReadersSafe", testFailureBetween},
+		{"DeleteRemoves", testDeleteRemoves},
+		{"DeleteMissingIsNoError", testDeleteMissing},
+		{"DeleteOnlyThatKey", testDeleteOnlyThatKey},
+		{"DeleteCanceledContext", testDeleteCanceledContext},
+		{"DeleteConcurrentWithPuts", testDeleteConcurrentWithPuts},
+		{"UnpublishOrder", testUnpublishOrder},
+		{"UnpublishFailureKeepsReadersSafe", testUnpublishFailure},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t, newHarness(t))
@@ -268,11 +275,27 @@ func testCanceledContext(t *testing.T, h Harness) {
 	}
 }
 
-// recorder records the keys put through it, in order.
+// recorder records the keys put and deleted through it, in order.
 type recorder struct {
 	storage.Sink
-	mu   sync.Mutex
-	puts []string
+	mu      sync.Mutex
+	puts    []string
+	deletes []string
+}
+
+func (r *recorder) Delete(ctx context.Context, key string) error {
+	r.mu.Lock()
+	r.deletes = append(r.deletes, key)
+	r.mu.Unlock()
+	return r.Sink.Delete(ctx, key)
+}
+
+func (r *recorder) takeDeletes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.deletes
+	r.deletes = nil
+	return d
 }
 
 func (r *recorder) Put(ctx context.Context, o storage.Object) error {
@@ -419,6 +442,246 @@ func testFailureBetween(t *testing.T, h Harness) {
 		t.Fatalf("recovery Publish wrote %v, want only the discovery document", res.Written)
 	}
 	AssertPublished(t, ctx, h, sets.Second)
+}
+
+// assertGone checks that key holds no object, through Stat and through Fetch.
+func assertGone(t *testing.T, ctx context.Context, h Harness, key string) {
+	t.Helper()
+	if _, err := h.Sink.Stat(ctx, key); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Stat %s after Delete: %v, want an error wrapping storage.ErrNotFound", key, err)
+	}
+	if f := fetch(t, ctx, h, key); f.Found {
+		t.Fatalf("a reader still finds %s (%d bytes %q) after Delete", h.Sink.Location(key), len(f.Body), clip(f.Body))
+	}
+}
+
+func testDeleteRemoves(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	for _, o := range []storage.Object{
+		NewObject("openid/v1/jwks", []byte(`{"keys":[]}`), documents.JWKSContentType, "public, max-age=3600"),
+		NewObject(".well-known/openid-configuration", []byte(`{"issuer":"https://example.com"}`), documents.DiscoveryContentType, "public, max-age=60"),
+		NewObject("deeply/nested/path/to/doc.json", []byte(`{}`), "application/json", "no-cache"),
+	} {
+		t.Run(o.Key, func(t *testing.T) {
+			if err := h.Sink.Put(ctx, o); err != nil {
+				t.Fatalf("Put %s: %v", o.Key, err)
+			}
+			assertStored(t, ctx, h, o)
+			if err := h.Sink.Delete(ctx, o.Key); err != nil {
+				t.Fatalf("Delete %s: %v", o.Key, err)
+			}
+			assertGone(t, ctx, h, o.Key)
+			// Whatever a sink tidied up along with the object, the key can be written again.
+			if err := h.Sink.Put(ctx, o); err != nil {
+				t.Fatalf("Put %s after Delete: %v", o.Key, err)
+			}
+			assertStored(t, ctx, h, o)
+		})
+	}
+}
+
+func testDeleteMissing(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	for _, key := range []string{"openid/v1/jwks", ".well-known/openid-configuration", "never/written/at/all"} {
+		if err := h.Sink.Delete(ctx, key); err != nil {
+			t.Fatalf("Delete of %s, which was never written: %v, want nil", key, err)
+		}
+		assertGone(t, ctx, h, key)
+	}
+	o := NewObject("openid/v1/jwks", []byte(`{"keys":[]}`), documents.JWKSContentType, "public, max-age=3600")
+	if err := h.Sink.Put(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := h.Sink.Delete(ctx, o.Key); err != nil {
+			t.Fatalf("Delete #%d of %s: %v, want nil", i+1, o.Key, err)
+		}
+		assertGone(t, ctx, h, o.Key)
+	}
+}
+
+func testDeleteOnlyThatKey(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	target := NewObject("openid/v1/jwks", []byte(`{"keys":["target"]}`), documents.JWKSContentType, "public, max-age=3600")
+	others := []storage.Object{
+		NewObject(".well-known/openid-configuration", []byte(`{"issuer":"https://example.com"}`), documents.DiscoveryContentType, "public, max-age=60"),
+		NewObject("openid/v1/jwks.bak", []byte(`{"keys":["same name with a suffix"]}`), "application/json", "no-cache"),
+		NewObject("openid/v1/jwks2", []byte(`{"keys":["same prefix"]}`), "application/json", "no-cache"),
+		NewObject("openid/v1/other", []byte("same directory"), "text/plain", "no-cache"),
+		NewObject("openid/v2/jwks", []byte(`{"keys":["sibling directory"]}`), documents.JWKSContentType, "public, max-age=3600"),
+		NewObject("jwks", []byte(`{"keys":["same base name at the top"]}`), documents.JWKSContentType, "public, max-age=3600"),
+	}
+	for _, o := range append([]storage.Object{target}, others...) {
+		if err := h.Sink.Put(ctx, o); err != nil {
+			t.Fatalf("Put %s: %v", o.Key, err)
+		}
+	}
+	if err := h.Sink.Delete(ctx, target.Key); err != nil {
+		t.Fatalf("Delete %s: %v", target.Key, err)
+	}
+	assertGone(t, ctx, h, target.Key)
+	for _, o := range others {
+		assertStored(t, ctx, h, o)
+	}
+	// Emptying most of a directory leaves the rest of it alone.
+	for _, key := range []string{"openid/v1/other", "openid/v1/jwks2"} {
+		if err := h.Sink.Delete(ctx, key); err != nil {
+			t.Fatalf("Delete %s: %v", key, err)
+		}
+		assertGone(t, ctx, h, key)
+	}
+	assertStored(t, ctx, h, others[1])
+	assertStored(t, ctx, h, others[4])
+}
+
+func testDeleteCanceledContext(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	o := NewObject("openid/v1/jwks", []byte(`{"keys":[]}`), documents.JWKSContentType, "public, max-age=3600")
+	if err := h.Sink.Put(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := h.Sink.Delete(canceled, o.Key); err == nil {
+		t.Fatal("Delete with a canceled context succeeded")
+	}
+	assertStored(t, ctx, h, o)
+}
+
+// testDeleteConcurrentWithPuts: deleting one object while another next to it is written (a
+// web root removes emptied directories) never makes the write fail or lose the object.
+func testDeleteConcurrentWithPuts(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	const rounds = 12
+	objs := []storage.Object{
+		NewObject("shared/dir/a", []byte("object a"), "text/plain", "no-cache"),
+		NewObject("shared/dir/b", []byte("object b"), "text/plain", "no-cache"),
+		NewObject("shared/c", []byte("object c"), "text/plain", "no-cache"),
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(objs))
+	for _, o := range objs {
+		wg.Go(func() {
+			for range rounds {
+				if err := h.Sink.Put(ctx, o); err != nil {
+					errs <- fmt.Errorf("Put %s: %w", o.Key, err)
+					return
+				}
+				if err := h.Sink.Delete(ctx, o.Key); err != nil {
+					errs <- fmt.Errorf("Delete %s: %w", o.Key, err)
+					return
+				}
+			}
+			if err := h.Sink.Put(ctx, o); err != nil {
+				errs <- fmt.Errorf("last Put %s: %w", o.Key, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent Put and Delete: %v", err)
+	}
+	for _, o := range objs {
+		assertStored(t, ctx, h, o)
+	}
+}
+
+func testUnpublishOrder(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	set := NewSets(t).First
+	jwksKey, discoveryKey := storage.Key(documents.JWKSPath), storage.Key(documents.DiscoveryPath)
+	if want := []string{discoveryKey, jwksKey}; !slices.Equal(storage.UnpublishKeys(), want) {
+		t.Fatalf("UnpublishKeys = %v, want discovery then JWKS %v", storage.UnpublishKeys(), want)
+	}
+	if _, err := storage.Publish(ctx, h.Sink, set); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{Sink: h.Sink}
+	for i := range 2 { // the second time nothing is left: still no error
+		res, err := storage.Unpublish(ctx, rec)
+		if err != nil {
+			t.Fatalf("Unpublish #%d: %v", i+1, err)
+		}
+		want := []string{discoveryKey, jwksKey}
+		if deletes := rec.takeDeletes(); !slices.Equal(deletes, want) || !slices.Equal(res.Removed, want) {
+			t.Fatalf("Unpublish #%d deleted %v (result %+v), want discovery then JWKS %v", i+1, deletes, res, want)
+		}
+		if puts := rec.take(); len(puts) != 0 {
+			t.Fatalf("Unpublish wrote %v", puts)
+		}
+		assertGone(t, ctx, h, discoveryKey)
+		assertGone(t, ctx, h, jwksKey)
+	}
+	// A cluster that comes back is published afresh.
+	if res, err := storage.Publish(ctx, h.Sink, set); err != nil || len(res.Written) != 2 {
+		t.Fatalf("Publish after Unpublish wrote %v: %v", res.Written, err)
+	}
+	AssertPublished(t, ctx, h, set)
+}
+
+// testUnpublishFailure: whichever removal fails, a reader never finds a discovery document
+// without its JWKS, and the next Unpublish finishes the job.
+func testUnpublishFailure(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	set := NewSets(t).First
+	jwksKey, discoveryKey := storage.Key(documents.JWKSPath), storage.Key(documents.DiscoveryPath)
+	if _, err := storage.Publish(ctx, h.Sink, set); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{Sink: h.Sink}
+	failOn := func(key string) (*Faulty, error) {
+		injected := errors.New("injected failure deleting " + key)
+		return &Faulty{Sink: rec, FailDelete: func(k string) error {
+			if k == key {
+				return injected
+			}
+			return nil
+		}}, injected
+	}
+
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if res, err := storage.Unpublish(canceled, rec); err == nil || len(res.Removed) != 0 {
+		t.Fatalf("Unpublish with a canceled context: removed %v, error %v; want nothing removed and an error", res.Removed, err)
+	}
+	rec.takeDeletes()
+	AssertPublished(t, ctx, h, set)
+
+	// The discovery document cannot be removed: the JWKS must stay too.
+	sink, injected := failOn(discoveryKey)
+	res, err := storage.Unpublish(ctx, sink)
+	if !errors.Is(err, injected) {
+		t.Fatalf("Unpublish with the discovery removal failing: %v, want the injected error", err)
+	}
+	if deletes := rec.takeDeletes(); len(deletes) != 0 || len(res.Removed) != 0 {
+		t.Fatalf("after the discovery removal failed Unpublish went on to delete %v (result %+v)", deletes, res)
+	}
+	AssertPublished(t, ctx, h, set)
+	AssertReadersSafe(t, ctx, h, set)
+
+	// The JWKS cannot be removed after the discovery document was: only an unreferenced JWKS
+	// remains.
+	sink, injected = failOn(jwksKey)
+	res, err = storage.Unpublish(ctx, sink)
+	if !errors.Is(err, injected) {
+		t.Fatalf("Unpublish with the JWKS removal failing: %v, want the injected error", err)
+	}
+	if !slices.Equal(res.Removed, []string{discoveryKey}) {
+		t.Fatalf("Unpublish removed %v, want only the discovery document", res.Removed)
+	}
+	assertGone(t, ctx, h, discoveryKey)
+	if f := fetch(t, ctx, h, jwksKey); !f.Found || !bytes.Equal(f.Body, set.JWKS.Body) {
+		t.Fatalf("the JWKS whose removal failed is found=%v %q, want it unchanged", f.Found, clip(f.Body))
+	}
+
+	// The next Unpublish finishes.
+	rec.takeDeletes()
+	if res, err := storage.Unpublish(ctx, rec); err != nil || len(res.Removed) != 2 {
+		t.Fatalf("Unpublish after the failures removed %v: %v", res.Removed, err)
+	}
+	assertGone(t, ctx, h, discoveryKey)
+	assertGone(t, ctx, h, jwksKey)
 }
 
 // AssertPublished checks that a reader gets exactly set's two documents.
