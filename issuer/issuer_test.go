@@ -63,7 +63,7 @@ func TestFedIssuer(t *testing.T) {
 	}{
 		{keys.Observation{Keys: []keys.Key{k1}}, 1, []string{k1.Public.KeyID()}},
 		{keys.Observation{Keys: []keys.Key{k1}}, 1, []string{k1.Public.KeyID()}}, // unchanged: no render
-		{keys.Observation{Err: errBad{}}, 1, []string{k1.Public.KeyID()}},       // bad: kept
+		{keys.Observation{Err: errBad{}}, 1, []string{k1.Public.KeyID()}},        // bad: kept
 		{keys.Observation{}, 1, []string{k1.Public.KeyID()}},                     // empty: kept
 		{keys.Observation{Keys: []keys.Key{k2}}, 2, []string{k2.Public.KeyID()}},
 	}
