@@ -16,7 +16,7 @@ IMAGE      ?= kube-oidc-issuer:$(VERSION)
 # The whole suite, integration included, on a 2-core machine: well under CI's 90 minutes.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build lint test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror bench-signer run image test-binaries clean docs doctor test-soak
+.PHONY: all build lint test test-deploy test-unit vet fmt-check bench bench-serve bench-flood bench-mirror bench-signer bench-fleet run image test-binaries clean docs doctor test-soak
 
 all: build ## The default: build
 
@@ -76,6 +76,9 @@ bench-flood: test-binaries ## 5,000 idle connections to the release binary (plai
 
 bench-signer: test-binaries ## KEP-740 signer: Sign p50/p99 over the socket (RS256, ES256; 1 and 50 callers); TokenRequest throughput with the signer vs a key file; FetchKeys per minute
 	go run ./integration/cmd/benchsigner
+
+bench-fleet: test-binaries ## fleet mode, 1,000 Cluster API clusters in one process: start → ready, RSS, Secret change → served p99, JWKS req/s vs single-cluster serve
+	hack/bench-fleet.sh
 
 bench-mirror: test-binaries ## Secret change → both documents updated in S3 (moto and MinIO); prints min/p50/p90/max
 	go run ./integration/cmd/benchmirror

@@ -106,8 +106,9 @@ type Fleet struct {
 	stores    map[string]cache.Store // by watched namespace ("" = all)
 	clusters  map[string]*cluster    // by Secret key namespace/name
 	byURL     map[string]*cluster
-	refused   map[string]refusal // by Secret key
+	refused   map[string]Refusal // by Secret key
 	refusedN  map[string]uint64  // refusals so far, by reason
+	events    chan eventRequest
 	synced    bool
 	readyAt   time.Time
 	startedAt time.Time
@@ -125,7 +126,8 @@ type cluster struct {
 	deletedAt time.Time // zero while the Secret exists
 }
 
-type refusal struct {
+// Refusal is a Secret the fleet does not serve, and why.
+type Refusal struct {
 	Cluster ClusterRef `json:"cluster"`
 	Secret  string     `json:"secret"`
 	Reason  string     `json:"reason"`
@@ -174,8 +176,9 @@ func New(cfg Config) (*Fleet, error) {
 		stores:   map[string]cache.Store{},
 		clusters: map[string]*cluster{},
 		byURL:    map[string]*cluster{},
-		refused:  map[string]refusal{},
+		refused:  map[string]Refusal{},
 		refusedN: map[string]uint64{},
+		events:   make(chan eventRequest, eventQueueSize),
 	}, nil
 }
 
@@ -249,6 +252,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		<-ctx.Done()
 		f.queue.ShutDown()
 	})
+	wg.Go(func() { f.writeEvents(ctx) })
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx ended
 	}
@@ -256,6 +260,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	f.synced = true
 	f.mu.Unlock()
 	f.logger.Info("fleet Secrets listed", "namespaces", f.cfg.Namespaces, "pending", f.queue.Len())
+	f.markReadyIfDrained()
 	for f.processNext(ctx) {
 	}
 	return nil
@@ -308,14 +313,21 @@ func (f *Fleet) processNext(ctx context.Context) bool {
 		return true
 	}
 	f.queue.Forget(key)
+	f.markReadyIfDrained()
+	return true
+}
+
+// markReadyIfDrained makes the fleet ready once the Secrets were listed and every listed one was
+// processed (at once when the list was empty: a management cluster without clusters yet is
+// ready).
+func (f *Fleet) markReadyIfDrained() {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.readyAt.IsZero() && f.synced && f.queue.Len() == 0 {
 		f.readyAt = f.cfg.Now()
 		f.logger.Info("fleet ready: every listed cluster processed", "clusters", len(f.clusters), "refused", len(f.refused),
 			"took", f.readyAt.Sub(f.startedAt).Round(time.Millisecond))
 	}
-	f.mu.Unlock()
-	return true
 }
 
 // lookup finds the cached form of the Secret key in whichever watched namespace holds it.
@@ -375,7 +387,7 @@ func (f *Fleet) sync(ctx context.Context, key string) error {
 		c = nil
 	}
 	if c == nil {
-		if c = f.admitLocked(ctx, key, fs); c == nil {
+		if c = f.admitLocked(key, fs); c == nil {
 			return nil
 		}
 	}
@@ -388,15 +400,15 @@ func (f *Fleet) sync(ctx context.Context, key string) error {
 }
 
 // admitLocked creates the cluster of a new signing-key Secret, or records why it is refused.
-func (f *Fleet) admitLocked(ctx context.Context, key string, fs *fleetSecret) *cluster {
+func (f *Fleet) admitLocked(key string, fs *fleetSecret) *cluster {
 	ref := ClusterRef{Namespace: fs.Namespace, Name: fs.cluster}
 	url, err := f.cfg.Template.Expand(fs.Namespace, fs.cluster)
 	switch {
 	case errors.Is(err, errBadName):
-		f.refuseLocked(ctx, key, ref, reasonBadName, err.Error())
+		f.refuseLocked(key, ref, reasonBadName, err.Error())
 		return nil
 	case err != nil:
-		f.refuseLocked(ctx, key, ref, reasonBadURL, err.Error())
+		f.refuseLocked(key, ref, reasonBadURL, err.Error())
 		return nil
 	}
 	created := fs.CreationTimestamp.Time
@@ -404,21 +416,21 @@ func (f *Fleet) admitLocked(ctx context.Context, key string, fs *fleetSecret) *c
 		// The older Secret keeps the URL, whatever order they were listed in, so a restart never
 		// hands a served issuer to another cluster; the newer one is refused.
 		if !olderThan(created, key, owner.created, owner.secretKey) {
-			f.refuseLocked(ctx, key, ref, reasonConflict, fmt.Sprintf("the issuer URL template %s maps it to %s, already served for cluster %s (older Secret %s); give the template %s or rename one cluster",
+			f.refuseLocked(key, ref, reasonConflict, fmt.Sprintf("the issuer URL template %s maps it to %s, already served for cluster %s (older Secret %s); give the template %s or rename one cluster",
 				f.cfg.Template, url, owner.ref, owner.secretKey, NamespacePlaceholder))
 			return nil
 		}
 		f.removeLocked(owner, "an older Secret maps to the same issuer URL")
-		f.refuseLocked(ctx, owner.secretKey, owner.ref, reasonConflict, fmt.Sprintf("the issuer URL template %s maps it to %s, which belongs to cluster %s (older Secret %s)",
+		f.refuseLocked(owner.secretKey, owner.ref, reasonConflict, fmt.Sprintf("the issuer URL template %s maps it to %s, which belongs to cluster %s (older Secret %s)",
 			f.cfg.Template, url, ref, key))
 	}
 	if len(f.clusters) >= f.cfg.MaxClusters {
-		f.refuseLocked(ctx, key, ref, reasonFull, fmt.Sprintf("the fleet already serves %d clusters (--fleet-max-clusters)", f.cfg.MaxClusters))
+		f.refuseLocked(key, ref, reasonFull, fmt.Sprintf("the fleet already serves %d clusters (--fleet-max-clusters)", f.cfg.MaxClusters))
 		return nil
 	}
 	c := &cluster{ref: ref, secretKey: key, source: "secret/" + key, url: url, created: created}
 	if err := f.startLocked(c); err != nil {
-		f.refuseLocked(ctx, key, ref, reasonInternal, err.Error())
+		f.refuseLocked(key, ref, reasonInternal, err.Error())
 		return nil
 	}
 	if _, was := f.refused[key]; was {
@@ -488,16 +500,40 @@ func (f *Fleet) removeLocked(c *cluster, why string) {
 
 // refuseLocked records, logs and reports (Event) why a Secret is not served. A refusal already
 // recorded with the same detail is not repeated.
-func (f *Fleet) refuseLocked(ctx context.Context, key string, ref ClusterRef, reason, detail string) {
+func (f *Fleet) refuseLocked(key string, ref ClusterRef, reason, detail string) {
 	if prev, ok := f.refused[key]; ok && prev.Reason == reason && prev.Detail == detail {
 		return
 	}
-	f.refused[key] = refusal{Cluster: ref, Secret: key, Reason: reason, Detail: detail, since: f.cfg.Now()}
+	f.refused[key] = Refusal{Cluster: ref, Secret: key, Reason: reason, Detail: detail, since: f.cfg.Now()}
 	f.refusedN[reason]++
 	f.logger.Error("refusing to serve a cluster", "cluster", ref.String(), "secret", key, "reason", reason, "detail", detail)
 	if f.cfg.Events != nil {
 		ns, name, _ := strings.Cut(key, "/")
-		go f.event(context.WithoutCancel(ctx), ns, name, "FleetClusterRefused", detail)
+		select {
+		case f.events <- eventRequest{ns: ns, name: name, reason: "FleetClusterRefused", msg: detail}:
+		default:
+			// A burst of refusals (thousands of bad Secrets) must not pile up API calls: the log
+			// line above and the metric already say it.
+			f.logger.Debug("Event queue full; not recording an Event for a refused Secret", "secret", key)
+		}
+	}
+}
+
+// eventRequest is an Event waiting to be recorded by the fleet's Event writer.
+type eventRequest struct{ ns, name, reason, msg string }
+
+// eventQueueSize bounds the Events waiting to be written.
+const eventQueueSize = 64
+
+// writeEvents records queued Events one at a time until ctx ends.
+func (f *Fleet) writeEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-f.events:
+			f.event(ctx, e.ns, e.name, e.reason, e.msg)
+		}
 	}
 }
 
@@ -548,7 +584,7 @@ type Status struct {
 	Retained int               `json:"retained"`
 	Refused  int               `json:"refused"`
 	Problems []ClusterStatus   `json:"problems,omitempty"`
-	Refusals []refusal         `json:"refusals,omitempty"`
+	Refusals []Refusal         `json:"refusals,omitempty"`
 	Reasons  map[string]uint64 `json:"refusalsTotal,omitempty"`
 }
 
@@ -590,7 +626,7 @@ func (f *Fleet) Status() Status {
 		}
 	}
 	f.mu.Unlock()
-	slices.SortFunc(st.Refusals, func(a, b refusal) int { return strings.Compare(a.Secret, b.Secret) })
+	slices.SortFunc(st.Refusals, func(a, b Refusal) int { return strings.Compare(a.Secret, b.Secret) })
 	for _, c := range clusters {
 		problem := true
 		switch {

@@ -468,3 +468,14 @@ func (r *recordingPublishers) Removed(c ClusterRef, issuerURL string) {
 type publisherFunc func(*documents.Set)
 
 func (f publisherFunc) Publish(s *documents.Set) { f(s) }
+
+// TestEmptyFleetIsReady: a management cluster without any cluster yet is ready (and serves 404s).
+func TestEmptyFleetIsReady(t *testing.T) {
+	cluster := startAPIServer(t)
+	kube := kubernetes.NewForConfigOrDie(cluster.RESTConfig())
+	h := startFleet(t, kube, nil)
+	h.waitFor("the empty fleet ready", 30*time.Second, func() bool { return h.fleet.Status().Ready })
+	if code, _ := h.get("/clusters/any/openid/v1/jwks"); code != 404 {
+		t.Fatalf("GET of an unknown cluster: %d", code)
+	}
+}

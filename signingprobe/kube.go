@@ -75,6 +75,12 @@ const (
 	ResultError       = "error"       // anything else the API server refused
 )
 
+// Classify labels a probe error with its result class (ResultForbidden, ResultUnreachable, ...).
+func Classify(err error) string {
+	r, _ := classify(err)
+	return r
+}
+
 // classify maps a probe error to a result class and a hint for the operator.
 func classify(err error) (result, hint string) {
 	switch {

@@ -400,12 +400,29 @@ func (r issuerRBAC) check(t *testing.T, ctx context.Context, a *admin) {
 		expect(t, "get a state secret without a key lifecycle", false, err)
 	}
 
-	// The Lease, as client-go's leader election uses it: get, create when missing, update.
-	leases := sa.CoordinationV1().Leases(r.leaseNamespace)
-	l, err := leases.Get(ctx, r.lease, metav1.GetOptions{})
+	checkLease(t, ctx, sa, r.leaseNamespace, r.lease)
+
+	// The admin API's checks.
+	_, err := sa.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}}, metav1.CreateOptions{})
+	expect(t, "create tokenreview", r.admin, err)
+	_, err = sa.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: "someone", NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/admin/v1/keys", Verb: "get"},
+	}}, metav1.CreateOptions{})
+	expect(t, "create subjectaccessreview", r.admin, err)
+
+	r.checkSigningProbe(t, ctx, a, sa)
+	r.checkEvents(t, ctx, a, sa)
+}
+
+// checkLease uses the Lease as client-go's leader election does (get, create when missing,
+// update) and is refused any other Lease and the deletion of its own.
+func checkLease(t *testing.T, ctx context.Context, sa kubernetes.Interface, ns, name string) {
+	t.Helper()
+	leases := sa.CoordinationV1().Leases(ns)
+	l, err := leases.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		holder, leaseSeconds := "deploy-test", int32(1)
-		l, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: r.lease}, Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &leaseSeconds}}, metav1.CreateOptions{})
+		l, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &leaseSeconds}}, metav1.CreateOptions{})
 		expect(t, "create lease", true, err)
 	} else {
 		expect(t, "get lease", true, err)
@@ -416,21 +433,10 @@ func (r issuerRBAC) check(t *testing.T, ctx context.Context, a *admin) {
 		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 		expect(t, "update lease", true, err)
 	}
-	_, err = leases.Get(ctx, r.lease+"-other", metav1.GetOptions{})
+	_, err = leases.Get(ctx, name+"-other", metav1.GetOptions{})
 	expect(t, "get another lease", false, err)
-	err = leases.Delete(ctx, r.lease, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+	err = leases.Delete(ctx, name, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
 	expect(t, "delete lease", false, err)
-
-	// The admin API's checks.
-	_, err = sa.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}}, metav1.CreateOptions{})
-	expect(t, "create tokenreview", r.admin, err)
-	_, err = sa.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: "someone", NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/admin/v1/keys", Verb: "get"},
-	}}, metav1.CreateOptions{})
-	expect(t, "create subjectaccessreview", r.admin, err)
-
-	r.checkSigningProbe(t, ctx, a, sa)
-	r.checkEvents(t, ctx, a, sa)
 }
 
 // The request signingprobe.TokenRequester makes (not imported: it would pull the issuer's

@@ -257,6 +257,40 @@ func TestHelmApply(t *testing.T) {
 		a.podSecurityAdmits(t, ctx, d)
 		issuerRBAC{saNamespace: ns, sa: full, leaseNamespace: ns, lease: full}.check(t, ctx, a)
 	})
+
+	// Fleet mode, each in a release namespace of its own so that no other grant masks a denial.
+	t.Run("fleet, watched namespaces", func(t *testing.T) {
+		const ns, full = "koi-fleet", "koi-fleet-kube-oidc-issuer"
+		a.ensureNamespace(t, ctx, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"})
+		for _, w := range []string{"koi-fleet-capi-a", "koi-fleet-capi-b"} {
+			a.ensureNamespace(t, ctx, w, nil)
+		}
+		objs, err := renderHelm(chartDir(), "koi-fleet", ns, fleetValues("koi-fleet-capi-a", "koi-fleet-capi-b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		noWarnings(t, "chart", a.apply(t, ctx, objs))
+		d := a.checkDeployment(t, ctx, ns, full, "--fleet", "--issuer-url-template="+fleetTemplate,
+			"--fleet-namespace=koi-fleet-capi-a", "--fleet-namespace=koi-fleet-capi-b", "--leader-elect", "--leader-elect-lease-name="+full)
+		a.podSecurityAdmits(t, ctx, d)
+		a.checkServices(t, ctx, ns, full, full+"-metrics", "")
+		fleetRBAC{saNamespace: ns, sa: full, watched: []string{"koi-fleet-capi-a", "koi-fleet-capi-b"},
+			leaseNamespace: ns, lease: full, unwatched: "koi-fleet-unwatched"}.check(t, ctx, a)
+	})
+	t.Run("fleet, every namespace", func(t *testing.T) {
+		const ns, full = "koi-fleet-all", "koi-fleet-all-kube-oidc-issuer"
+		a.ensureNamespace(t, ctx, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"})
+		objs, err := renderHelm(chartDir(), "koi-fleet-all", ns, fleetValues())
+		if err != nil {
+			t.Fatal(err)
+		}
+		noWarnings(t, "chart", a.apply(t, ctx, objs))
+		// The ClusterRoleBinding reads every Secret: gone when done.
+		t.Cleanup(func() { a.deleteObjects(t, context.Background(), objs, "ClusterRoleBinding", "ClusterRole") })
+		d := a.checkDeployment(t, ctx, ns, full, "--fleet", "--issuer-url-template="+fleetTemplate, "--leader-elect")
+		a.podSecurityAdmits(t, ctx, d)
+		fleetRBAC{saNamespace: ns, sa: full, leaseNamespace: ns, lease: full}.check(t, ctx, a)
+	})
 }
 
 // TestHelmRendersSignerMode: signerMode.enabled serves the state Secret alone (no --secret, no

@@ -23,7 +23,7 @@ func kustomizeDir(parts ...string) string {
 
 // TestKustomizeRenders runs without a cluster (also with -short): every kustomization builds.
 func TestKustomizeRenders(t *testing.T) {
-	for _, dir := range []string{"base", "examples/ingress", "overlays/eks-anywhere", "overlays/kubeadm", "overlays/signer-mode"} {
+	for _, dir := range []string{"base", "examples/ingress", "overlays/eks-anywhere", "overlays/kubeadm", "overlays/signer-mode", "overlays/fleet", "overlays/fleet-namespaced"} {
 		objs, err := renderKustomize(kustomizeDir(dir))
 		if err != nil {
 			t.Fatal(err)
@@ -186,6 +186,39 @@ func TestKustomizeApply(t *testing.T) {
 			t.Errorf("static pod args %v: want the overlay's state Secret", args)
 		}
 	})
+
+	// Fleet mode last: switching an install to it prunes what the earlier flavours granted the same
+	// ServiceAccount (kubectl apply --prune -l app.kubernetes.io/part-of=kube-oidc-issuer), so that
+	// nothing left over masks a missing denial; its own grants are removed when done.
+	for _, c := range []struct {
+		dir  string
+		rbac fleetRBAC
+	}{
+		{"overlays/fleet", fleetRBAC{saNamespace: ns, sa: "kube-oidc-issuer", leaseNamespace: ns, lease: "kube-oidc-issuer"}},
+		{"overlays/fleet-namespaced", fleetRBAC{saNamespace: ns, sa: "kube-oidc-issuer", watched: []string{"eksa-system"},
+			leaseNamespace: ns, lease: "kube-oidc-issuer", unwatched: "koi-fleet-unwatched"}},
+	} {
+		t.Run(c.dir, func(t *testing.T) {
+			start := time.Now()
+			a.ensureNamespace(t, ctx, "eksa-system", nil)
+			objs, err := renderKustomize(kustomizeDir(c.dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			noWarnings(t, c.dir, a.apply(t, ctx, objs))
+			t.Cleanup(func() {
+				a.deleteObjects(t, context.Background(), objs, "ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role")
+			})
+			if pruned := a.pruneRBAC(t, ctx, objs, "app.kubernetes.io/part-of=kube-oidc-issuer"); len(pruned) > 0 {
+				t.Logf("pruned what earlier flavours left: %s", strings.Join(pruned, ", "))
+			}
+			d := a.checkDeployment(t, ctx, ns, "kube-oidc-issuer", "--fleet", "--issuer-url-template="+fleetTemplate, "--leader-elect")
+			a.podSecurityAdmits(t, ctx, d)
+			a.checkServices(t, ctx, ns, "kube-oidc-issuer", "kube-oidc-issuer-metrics", "")
+			c.rbac.check(t, ctx, a)
+			t.Logf("rendered, applied and checked in %s", time.Since(start).Round(time.Millisecond))
+		})
+	}
 }
 
 func checkKubeadmPod(t *testing.T, d *appsv1.Deployment) {

@@ -82,6 +82,36 @@ func TestServeAsServiceAccount(t *testing.T) {
 			lease: "kube-oidc-issuer", keysAdmin: "kube-oidc-issuer-keys-admin",
 		})
 	})
+	// Fleet mode with the least it can be given: Roles in the watched namespaces only.
+	t.Run("kustomize fleet-namespaced", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		a.ensureNamespace(t, ctx, "eksa-system", nil)
+		objs, err := renderKustomize(kustomizeDir("overlays", "fleet-namespaced"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.deleteObjects(t, context.Background(), objs, "RoleBinding", "Role") })
+		serveFleetAsServiceAccount(t, ctx, a, bin, objs, fleetServeCase{
+			namespace: "kube-oidc-issuer", deployment: "kube-oidc-issuer", sa: "kube-oidc-issuer", lease: "kube-oidc-issuer",
+			secretsNamespace: "eksa-system", prefix: "kfleet",
+		})
+	})
+	t.Run("helm fleet, every namespace", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		const ns, full = "koi-fleet-run", "koi-fleet-run-kube-oidc-issuer"
+		a.ensureNamespace(t, ctx, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+		objs, err := renderHelm(chartDir(), "koi-fleet-run", ns, fleetValues())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.deleteObjects(t, context.Background(), objs, "ClusterRoleBinding", "ClusterRole") })
+		serveFleetAsServiceAccount(t, ctx, a, bin, objs, fleetServeCase{
+			namespace: ns, deployment: full, sa: full, lease: full,
+			secretsNamespace: "koi-fleet-run-capi", prefix: "hfleet",
+		})
+	})
 }
 
 // adminAudience is what the Helm case sets as admin.tokenAudiences.

@@ -59,6 +59,23 @@ type Desired struct {
 	// Tags are set on the provider (added, or updated when their value differs). Tags not named
 	// here are left alone.
 	Tags map[string]string
+	// CreateTags are set only when the provider is created, never on one that exists already: they
+	// mark what the caller created (a managed-by tag), which a provider found in place must not
+	// acquire. Their keys must not be in Tags.
+	CreateTags map[string]string
+}
+
+// creationTags are the tags a new provider gets: Tags and CreateTags.
+func (d Desired) creationTags() map[string]string {
+	if len(d.CreateTags) == 0 {
+		return d.Tags
+	}
+	out := maps.Clone(d.Tags)
+	if out == nil {
+		out = make(map[string]string, len(d.CreateTags))
+	}
+	maps.Copy(out, d.CreateTags)
+	return out
 }
 
 // normalized validates d against IAM's rules and returns it with lower-case, de-duplicated
@@ -86,10 +103,16 @@ func (d Desired) normalized() (Desired, error) {
 	if len(tps) > iam.MaxThumbprints {
 		return d, fmt.Errorf("%d thumbprints: AWS IAM keeps at most %d per provider", len(tps), iam.MaxThumbprints)
 	}
-	if len(d.Tags) > maxTags {
-		return d, fmt.Errorf("%d tags: AWS IAM allows at most %d per resource", len(d.Tags), maxTags)
+	for k := range d.CreateTags {
+		if _, dup := lookupTag(d.Tags, k); dup {
+			return d, fmt.Errorf("tag key %q is both a tag and a creation tag", k)
+		}
 	}
-	for k, v := range d.Tags {
+	all := d.creationTags()
+	if len(all) > maxTags {
+		return d, fmt.Errorf("%d tags: AWS IAM allows at most %d per resource", len(all), maxTags)
+	}
+	for k, v := range all {
 		switch {
 		case k == "" || len(k) > maxTagKeyLength:
 			return d, fmt.Errorf("tag key %q: AWS IAM wants 1 to %d characters", k, maxTagKeyLength)
@@ -102,6 +125,7 @@ func (d Desired) normalized() (Desired, error) {
 	d.Thumbprints = tps
 	d.Audiences = slices.Clone(d.Audiences)
 	d.Tags = maps.Clone(d.Tags)
+	d.CreateTags = maps.Clone(d.CreateTags)
 	return d, nil
 }
 
@@ -192,7 +216,7 @@ func (r *Reconciler) Apply(ctx context.Context, p *Plan) error {
 			Url:            aws.String(d.URL),
 			ClientIDList:   d.Audiences,
 			ThumbprintList: p.Thumbprints,
-			Tags:           tagList(d.Tags, sortedKeys(d.Tags)),
+			Tags:           tagList(d.creationTags(), sortedKeys(d.creationTags())),
 		}
 		out, err := r.api.CreateOpenIDConnectProvider(ctx, in)
 		if err != nil {

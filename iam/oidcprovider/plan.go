@@ -155,8 +155,8 @@ func (p *Plan) String() string {
 		fmt.Fprintf(&b, "create OIDC provider %s\n", d.URL)
 		fmt.Fprintf(&b, "  audiences:   %s\n", list(d.Audiences))
 		fmt.Fprintf(&b, "  thumbprints: %s\n", list(p.Thumbprints))
-		if len(d.Tags) > 0 {
-			fmt.Fprintf(&b, "  tags:        %s\n", tagsString(d.Tags, sortedKeys(d.Tags)))
+		if tags := d.creationTags(); len(tags) > 0 {
+			fmt.Fprintf(&b, "  tags:        %s\n", tagsString(tags, sortedKeys(tags)))
 		}
 		return b.String()
 	}
