@@ -17,7 +17,38 @@
 //	  verbs: ["get", "post", "delete"]
 //
 // No or an unknown token is 401, a denied one 403. Every request is audited in the log with the
-// caller's identity, the action, the kid and the outcome; the token never is.
+// caller's identity, the action, the kid (and in fleet mode the namespace and cluster) and the
+// outcome; the token never is.
+//
+// # Fleet mode
+//
+// An issuer serving a fleet (Config.Clusters) serves each cluster's lifecycle under its own path,
+// and not /admin/v1/keys (404):
+//
+//	GET    /admin/v1/clusters/{namespace}/{cluster}/keys                 list
+//	POST   /admin/v1/clusters/{namespace}/{cluster}/keys                 stage
+//	POST   /admin/v1/clusters/{namespace}/{cluster}/keys/{kid}/promote   promote
+//	DELETE /admin/v1/clusters/{namespace}/{cluster}/keys/{kid}           withdraw or retire
+//
+// with the same bodies and answers; a cluster the fleet does not serve is 404 (to a caller
+// authorized for its path; others get 401 or 403 as for any path). Authorization is the same
+// SubjectAccessReview on the request path, so access is granted per cluster:
+//
+//	rules:
+//	- nonResourceURLs: ["/admin/v1/clusters/team-a/alpha/keys", "/admin/v1/clusters/team-a/alpha/keys/*"]
+//	  verbs: ["get", "post", "delete"]
+//
+// RBAC matches a nonResourceURL ending in "*" as a string prefix: "/admin/v1/clusters/team-a/*"
+// grants every cluster of namespace team-a, while a prefix that ends inside a name
+// ("/admin/v1/clusters/team-a/al*") also grants every cluster whose name starts so. End rules in
+// "/keys" and "/keys/*".
+//
+// Paths are taken literally: one with percent-encoding, an empty ("//", a trailing slash), "." or
+// ".." segment, or any character but letters, digits and "-._~" between its slashes is 404 once
+// the caller is authenticated, before it is authorized. So the path authorized is exactly the
+// path sent and the path routed, and no spelling of a path can be authorized for one cluster (say
+// ".../team-a/alpha/keys/../../../team-b/alpha/keys" under "/admin/v1/clusters/team-a/alpha/keys/*")
+// and act on another. This holds in single-cluster mode too.
 //
 // The admin API only acts on the lifecycle state (package lifecycle); it never writes documents.
 // The documents follow the state through the key collector like every other key change.
@@ -25,8 +56,24 @@ package admin
 
 import "time"
 
-// PathPrefix is where the API is served.
+// PathPrefix is where the API serves the issuer's lifecycle (Config.Keys).
 const PathPrefix = "/admin/v1/keys"
+
+// ClusterPathPrefix is where the API serves the lifecycles of a fleet's clusters
+// (Config.Clusters): ClusterPath(namespace, cluster) for each.
+const ClusterPathPrefix = "/admin/v1/clusters"
+
+// ClusterPath is the path of cluster namespace/cluster's lifecycle in fleet mode,
+// ClusterPathPrefix/NAMESPACE/CLUSTER/keys; its keys are under it (/{kid}, /{kid}/promote). A
+// ClusterRole grants access to that one cluster with
+//
+//	nonResourceURLs: [ClusterPath(namespace, cluster), ClusterPath(namespace, cluster) + "/*"]
+//
+// The API serves only plain names: non-empty, neither "." nor "..", and made of letters, digits,
+// '-', '.', '_' and '~' (every Kubernetes name is). ClusterPath does not check or escape them.
+func ClusterPath(namespace, cluster string) string {
+	return ClusterPathPrefix + "/" + namespace + "/" + cluster + "/keys"
+}
 
 // Key is one key in the lifecycle as the API shows it. It never carries a private key.
 type Key struct {
@@ -58,7 +105,7 @@ type ControlPlaneSigning struct {
 	KIDs []string `json:"kids"`
 }
 
-// KeyList is the answer to GET /admin/v1/keys.
+// KeyList is the answer to GET /admin/v1/keys (or a cluster's keys in fleet mode).
 type KeyList struct {
 	Keys          []Key  `json:"keys"`
 	StateSecret   string `json:"stateSecret"`
@@ -69,7 +116,7 @@ type KeyList struct {
 	ControlPlane *ControlPlaneSigning `json:"controlPlane,omitempty"`
 }
 
-// StageRequest is the optional body of POST /admin/v1/keys.
+// StageRequest is the optional body of POST /admin/v1/keys (or a cluster's keys in fleet mode).
 type StageRequest struct {
 	// Algorithm is RS256 (default) or ES256.
 	Algorithm string `json:"algorithm,omitempty"`

@@ -19,6 +19,10 @@ type Client struct {
 	base  *url.URL
 	http  *http.Client
 	token string
+	// keys is the path of the lifecycle the client acts on: PathPrefix, or a cluster's
+	// (Cluster); err, when set, fails every call (a cluster name the API cannot serve).
+	keys string
+	err  error
 }
 
 // NewClient returns a client for the admin API at baseURL (https://HOST:PORT). token, when not
@@ -29,7 +33,20 @@ func NewClient(baseURL string, httpClient *http.Client, token string) (*Client, 
 		return nil, fmt.Errorf("admin URL %q: want https://HOST:PORT", baseURL)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &Client{base: u, http: httpClient, token: token}, nil
+	return &Client{base: u, http: httpClient, token: token, keys: PathPrefix}, nil
+}
+
+// Cluster returns a client for the lifecycle of cluster namespace/cluster of a fleet-mode issuer
+// (at ClusterPath(namespace, cluster)), with c's address, transport and credentials; c itself is
+// unchanged (a client from NewClient keeps acting on PathPrefix). Names the admin API never serves
+// (see ClusterPath) make every call of the returned client fail without sending a request.
+func (c *Client) Cluster(namespace, cluster string) *Client {
+	cc := *c
+	cc.keys, cc.err = ClusterPath(namespace, cluster), nil
+	if !plainSegment(namespace) || !plainSegment(cluster) {
+		cc.err = fmt.Errorf("cluster %q/%q: namespace and cluster must be non-empty names of letters, digits, '-', '.', '_' or '~' (and not \".\" or \"..\")", namespace, cluster)
+	}
+	return &cc
 }
 
 // APIError is an error answer of the admin API.
@@ -44,28 +61,28 @@ func (e *APIError) Error() string {
 // List returns the lifecycle.
 func (c *Client) List(ctx context.Context) (KeyList, error) {
 	var out KeyList
-	err := c.do(ctx, http.MethodGet, PathPrefix, nil, &out)
+	err := c.do(ctx, http.MethodGet, c.keys, nil, &out)
 	return out, err
 }
 
 // Stage stages a new key for alg ("" is RS256).
 func (c *Client) Stage(ctx context.Context, alg string) (KeyResult, error) {
 	var out KeyResult
-	err := c.do(ctx, http.MethodPost, PathPrefix, StageRequest{Algorithm: alg}, &out)
+	err := c.do(ctx, http.MethodPost, c.keys, StageRequest{Algorithm: alg}, &out)
 	return out, err
 }
 
 // Promote promotes the staged key kid.
 func (c *Client) Promote(ctx context.Context, kid string, force bool) (KeyResult, error) {
 	var out KeyResult
-	err := c.do(ctx, http.MethodPost, PathPrefix+"/"+url.PathEscape(kid)+"/promote"+forceQuery(force), nil, &out)
+	err := c.do(ctx, http.MethodPost, c.keys+"/"+url.PathEscape(kid)+"/promote"+forceQuery(force), nil, &out)
 	return out, err
 }
 
 // Remove withdraws a staged key or retires a previous one.
 func (c *Client) Remove(ctx context.Context, kid string, force bool) (KeyResult, error) {
 	var out KeyResult
-	err := c.do(ctx, http.MethodDelete, PathPrefix+"/"+url.PathEscape(kid)+forceQuery(force), nil, &out)
+	err := c.do(ctx, http.MethodDelete, c.keys+"/"+url.PathEscape(kid)+forceQuery(force), nil, &out)
 	return out, err
 }
 
@@ -77,6 +94,9 @@ func forceQuery(force bool) string {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	if c.err != nil {
+		return c.err
+	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)

@@ -32,9 +32,16 @@ type Keys interface {
 	Remove(ctx context.Context, kid string, force bool) (lifecycle.Record, lifecycle.Removal, error)
 }
 
-// Config configures the admin API handler.
+// Config configures the admin API handler. Exactly one of Keys and Clusters is set.
 type Config struct {
+	// Keys is the lifecycle of the issuer's one cluster, served at PathPrefix.
 	Keys Keys
+	// Clusters, in fleet mode, returns the lifecycle of the cluster namespace/cluster, or false
+	// when the fleet serves none for it. The lifecycles are served at ClusterPath(namespace,
+	// cluster) (ClusterPathPrefix/NAMESPACE/CLUSTER/keys), and PathPrefix is not. It is called
+	// once per request, concurrently, only after the caller is authenticated and authorized for
+	// the request's path, with names that are plain path segments (see ClusterPath).
+	Clusters func(namespace, cluster string) (Keys, bool)
 	// Authenticator and Authorizer check bearer tokens (KubeAuth); nil when only the static token
 	// is accepted.
 	Authenticator Authenticator
@@ -56,9 +63,18 @@ const promoteNote = "the signing-key Secret now holds this key (and the verifica
 
 // NewHandler returns the admin API. Every request is authenticated, authorized and audited before
 // it is routed, so unauthenticated callers learn nothing, not even which paths exist.
+//
+// A path that is not plain (see ClusterPath: percent-encoding, an empty, "." or ".." segment, a
+// character other than letters, digits, '-', '.', '_' and '~') is answered 404 after
+// authentication and before authorization: the path authorized is then the request's path byte
+// for byte, and it is the very path the request is routed by, so no spelling of a path can be
+// authorized as one cluster's and act on another's.
 func NewHandler(cfg Config) (http.Handler, error) {
-	if cfg.Keys == nil {
-		return nil, errors.New("admin API: no key lifecycle")
+	switch {
+	case cfg.Keys == nil && cfg.Clusters == nil:
+		return nil, errors.New("admin API: no key lifecycle (set Keys, or Clusters in fleet mode)")
+	case cfg.Keys != nil && cfg.Clusters != nil:
+		return nil, errors.New("admin API: Keys and Clusters are exclusive (one issuer's lifecycle, or a fleet's)")
 	}
 	if cfg.Authenticator == nil && cfg.StaticToken == nil {
 		return nil, errors.New("admin API: no way to authenticate callers (configure Kubernetes access or an admin token file)")
@@ -73,17 +89,22 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		cfg.RequestTimeout = 8 * time.Second
 	}
 	a := &api{cfg: cfg, authn: chain{static: cfg.StaticToken, next: cfg.Authenticator}, audit: cfg.Logger.With("component", "admin-audit")}
+	prefix, notFound := PathPrefix, "no such admin endpoint; see "+PathPrefix
+	if cfg.Clusters != nil {
+		prefix = ClusterPathPrefix + "/{namespace}/{cluster}/keys"
+		notFound = "no such admin endpoint; this issuer serves a fleet: a cluster's keys are at " + ClusterPath("NAMESPACE", "CLUSTER")
+	}
 	r := chi.NewRouter()
 	r.NotFound(a.handle("unknown", func(*http.Request, *entry) (int, any) {
-		return errorResult(http.StatusNotFound, "NotFound", "no such admin endpoint; see "+PathPrefix)
+		return errorResult(http.StatusNotFound, "NotFound", notFound)
 	}))
 	r.MethodNotAllowed(a.handle("unknown", func(*http.Request, *entry) (int, any) {
 		return errorResult(http.StatusMethodNotAllowed, "MethodNotAllowed", "method not allowed")
 	}))
-	r.Get(PathPrefix, a.handle("list", a.list))
-	r.Post(PathPrefix, a.handle("stage", a.stage))
-	r.Post(PathPrefix+"/{kid}/promote", a.handle("promote", a.promote))
-	r.Delete(PathPrefix+"/{kid}", a.handle("remove", a.remove))
+	r.Get(prefix, a.handle("list", a.withKeys(a.list)))
+	r.Post(prefix, a.handle("stage", a.withKeys(a.stage)))
+	r.Post(prefix+"/{kid}/promote", a.handle("promote", a.withKeys(a.promote)))
+	r.Delete(prefix+"/{kid}", a.handle("remove", a.withKeys(a.remove)))
 	return r, nil
 }
 
@@ -97,9 +118,13 @@ type api struct {
 type entry struct {
 	user   User
 	action string
-	kid    string
-	force  bool
-	result string
+	// namespace and cluster name the cluster of a fleet-mode route; kid the key of a route.
+	namespace, cluster string
+	kid                string
+	force              bool
+	result             string
+	// path is the path the caller was authorized for ("" until then).
+	path string
 }
 
 // internalError is an error answer whose details are for the issuer's log only: handle answers
@@ -149,7 +174,8 @@ func (a *api) handle(action string, fn func(*http.Request, *entry) (int, any)) h
 		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
-		e := &entry{action: action, kid: chi.URLParam(r, "kid")}
+		e := &entry{action: action, kid: chi.URLParam(r, "kid"),
+			namespace: chi.URLParam(r, "namespace"), cluster: chi.URLParam(r, "cluster")}
 		id := newRequestID()
 		status, body, outcome := a.serve(r, e, fn)
 		// What the caller is told, and what the log is told.
@@ -169,9 +195,12 @@ func (a *api) handle(action string, fn func(*http.Request, *entry) (int, any)) h
 		attrs := []any{
 			"requestId", id,
 			"user", e.user.Name, "groups", e.user.Groups, "via", e.user.Via,
-			"action", e.action, "method", r.Method, "path", r.URL.Path,
+			"action", e.action, "method", r.Method, "path", r.URL.EscapedPath(),
 			"status", status, "outcome", outcome,
 			"remote", r.RemoteAddr, "duration", time.Since(start).Round(time.Microsecond),
+		}
+		if e.namespace != "" || e.cluster != "" {
+			attrs = append(attrs, "namespace", e.namespace, "cluster", e.cluster)
 		}
 		if e.kid != "" {
 			attrs = append(attrs, "kid", e.kid)
@@ -208,16 +237,27 @@ func (a *api) serve(r *http.Request, e *entry, fn func(*http.Request, *entry) (i
 		return s, b, "error"
 	}
 	e.user = u
+	// Only a plain path is authorized, and it is the request's path as sent: RBAC matches
+	// nonResourceURLs by string prefix, so "/admin/v1/clusters/a/b/keys/*" would allow
+	// ".../a/b/keys/../../../c/d/keys", and an escaped "%2F" is one segment to the router but two
+	// in the decoded path.
+	if !plainPath(r.URL) {
+		s, b := errorResult(http.StatusNotFound, "NotFound",
+			`no such admin endpoint: a path has no percent-encoding, no empty, "." or ".." segment, and only letters, digits and "-._~" between its slashes`)
+		return s, b, "failed"
+	}
+	path := r.URL.Path
 	if !u.Privileged {
 		verb := strings.ToLower(r.Method)
-		allowed, reason, err := a.cfg.Authorizer.Authorize(r.Context(), u, verb, r.URL.Path)
+		allowed, reason, err := a.cfg.Authorizer.Authorize(r.Context(), u, verb, path)
 		if err != nil {
 			s, b := internalResult(http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Errorf("cannot authorize the request: %w", err))
 			return s, b, "error"
 		}
 		if !allowed {
+			grant := a.grantPath(e)
 			msg := fmt.Sprintf("user %q cannot %s path %q: grant it with a ClusterRole rule nonResourceURLs [%q, %q] verbs [%q]",
-				u.Name, verb, r.URL.Path, PathPrefix, PathPrefix+"/*", verb)
+				u.Name, verb, path, grant, grant+"/*", verb)
 			if reason != "" {
 				msg += " (" + reason + ")"
 			}
@@ -225,11 +265,78 @@ func (a *api) serve(r *http.Request, e *entry, fn func(*http.Request, *entry) (i
 			return s, b, "denied"
 		}
 	}
+	e.path = path
 	status, body := fn(r, e)
 	if status >= 400 {
 		return status, body, "failed"
 	}
 	return status, body, "ok"
+}
+
+// grantPath is the nonResourceURL that a ClusterRole grants for the request's lifecycle.
+func (a *api) grantPath(e *entry) string {
+	switch {
+	case a.cfg.Clusters == nil:
+		return PathPrefix
+	case e.namespace != "" && e.cluster != "":
+		return ClusterPath(e.namespace, e.cluster)
+	default:
+		return ClusterPath("NAMESPACE", "CLUSTER")
+	}
+}
+
+// plainPath reports whether u's path is plain: the request's path byte for byte (nothing
+// percent-encoded: with RawPath empty, the path as sent is the escaping of Path, which is Path
+// itself when every byte is unreserved) and made of plain segments (so no "//", no trailing
+// slash, no "." or ".."). Authorizing, routing and logging a plain path all see the same string.
+func plainPath(u *url.URL) bool {
+	if u.RawPath != "" || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+		return false
+	}
+	for seg := range strings.SplitSeq(u.Path[1:], "/") {
+		if !plainSegment(seg) {
+			return false
+		}
+	}
+	return true
+}
+
+// plainSegment reports whether s is a non-empty path segment, other than "." and "..", of only
+// RFC 3986 unreserved characters (letters, digits, '-', '.', '_', '~'), which no URL parser,
+// router or proxy escapes, unescapes or resolves. Kubernetes names and key IDs (base64url) are.
+func plainSegment(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+// withKeys resolves the lifecycle a key route acts on, after authorization, and runs fn on it:
+// the issuer's own, or in fleet mode the cluster's that the route names. The cluster is taken
+// from the route only when the authorized path names that same cluster.
+func (a *api) withKeys(fn func(*http.Request, Keys, *entry) (int, any)) func(*http.Request, *entry) (int, any) {
+	return func(r *http.Request, e *entry) (int, any) {
+		if a.cfg.Clusters == nil {
+			return fn(r, a.cfg.Keys, e)
+		}
+		base := ClusterPath(e.namespace, e.cluster)
+		if rest, ok := strings.CutPrefix(e.path, base); !plainSegment(e.namespace) || !plainSegment(e.cluster) || !ok || (rest != "" && rest[0] != '/') {
+			// Unreachable while routing sees the authorized path; refuse rather than guess.
+			return errorResult(http.StatusNotFound, "NotFound", "no such admin endpoint")
+		}
+		k, ok := a.cfg.Clusters(e.namespace, e.cluster)
+		if !ok || k == nil {
+			return errorResult(http.StatusNotFound, "NotFound",
+				fmt.Sprintf("cluster %s/%s is not served by this issuer (no such cluster in the fleet, or no key lifecycle for it)", e.namespace, e.cluster))
+		}
+		return fn(r, k, e)
+	}
 }
 
 func bearerToken(r *http.Request) (string, bool) {
@@ -241,8 +348,8 @@ func bearerToken(r *http.Request) (string, bool) {
 	return token, true
 }
 
-func (a *api) list(r *http.Request, _ *entry) (int, any) {
-	snap, err := a.cfg.Keys.Snapshot(r.Context())
+func (a *api) list(r *http.Request, k Keys, _ *entry) (int, any) {
+	snap, err := k.Snapshot(r.Context())
 	if err != nil {
 		return lifecycleError(err)
 	}
@@ -258,7 +365,7 @@ func (a *api) list(r *http.Request, _ *entry) (int, any) {
 	return http.StatusOK, out
 }
 
-func (a *api) stage(r *http.Request, e *entry) (int, any) {
+func (a *api) stage(r *http.Request, k Keys, e *entry) (int, any) {
 	var req StageRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
@@ -270,28 +377,28 @@ func (a *api) stage(r *http.Request, e *entry) (int, any) {
 	if err := decodeStrict(body, &req); err != nil {
 		return errorResult(http.StatusBadRequest, "BadRequest", `the body must be one JSON object like {"algorithm": "RS256"}, or empty: `+err.Error())
 	}
-	rec, err := a.cfg.Keys.Stage(r.Context(), req.Algorithm)
+	rec, err := k.Stage(r.Context(), req.Algorithm)
 	if err != nil {
 		return lifecycleError(err)
 	}
 	e.kid, e.result = rec.KID, "staged"
-	snap := a.snapshotFor(r.Context())
+	snap := snapshotFor(r.Context(), k)
 	return http.StatusCreated, KeyResult{Key: keyView(rec, snap), Result: "staged",
 		Note: "published in the JWKS from now on; promote it once relying parties have had the publish lead (" + snap.PublishLead.String() + ") to fetch it"}
 }
 
-func (a *api) promote(r *http.Request, e *entry) (int, any) {
+func (a *api) promote(r *http.Request, k Keys, e *entry) (int, any) {
 	force, err := forceParam(r)
 	if err != nil {
 		return errorResult(http.StatusBadRequest, "BadRequest", err.Error())
 	}
 	e.force = force
-	rec, err := a.cfg.Keys.Promote(r.Context(), e.kid, force)
+	rec, err := k.Promote(r.Context(), e.kid, force)
 	if err != nil {
 		return lifecycleError(err)
 	}
 	e.result = "promoted"
-	snap := a.snapshotFor(r.Context())
+	snap := snapshotFor(r.Context(), k)
 	return http.StatusOK, KeyResult{Key: keyView(rec, snap), Result: "promoted", Note: promoteNote + signingNote(rec.KID, snap), ControlPlane: controlPlaneView(snap)}
 }
 
@@ -321,18 +428,18 @@ func controlPlaneView(snap lifecycle.Snapshot) *ControlPlaneSigning {
 	return &ControlPlaneSigning{ObservedAt: snap.State.Signing.At.UTC(), KIDs: slices.Clone(snap.State.Signing.KIDs)}
 }
 
-func (a *api) remove(r *http.Request, e *entry) (int, any) {
+func (a *api) remove(r *http.Request, k Keys, e *entry) (int, any) {
 	force, err := forceParam(r)
 	if err != nil {
 		return errorResult(http.StatusBadRequest, "BadRequest", err.Error())
 	}
 	e.force = force
-	rec, how, err := a.cfg.Keys.Remove(r.Context(), e.kid, force)
+	rec, how, err := k.Remove(r.Context(), e.kid, force)
 	if err != nil {
 		return lifecycleError(err)
 	}
 	e.result = string(how)
-	res := KeyResult{Key: keyView(rec, a.snapshotFor(r.Context())), Result: string(how)}
+	res := KeyResult{Key: keyView(rec, snapshotFor(r.Context(), k)), Result: string(how)}
 	if how == lifecycle.Retired {
 		res.Note = "no longer published and removed from the verification bundle; tokens it signed are rejected from now on (by kube-apiserver after it restarts with the Secret's contents)"
 	}
@@ -421,9 +528,9 @@ func exactFields(object []byte, known map[string]bool) error {
 	return nil
 }
 
-// snapshotFor returns a snapshot for decorating a result; a failure only loses the decoration.
-func (a *api) snapshotFor(ctx context.Context) lifecycle.Snapshot {
-	snap, err := a.cfg.Keys.Snapshot(ctx)
+// snapshotFor returns a snapshot of k for decorating a result; a failure only loses the decoration.
+func snapshotFor(ctx context.Context, k Keys) lifecycle.Snapshot {
+	snap, err := k.Snapshot(ctx)
 	if err != nil {
 		return lifecycle.Snapshot{State: &lifecycle.State{}}
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/issuer"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/lifecycle"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/server"
 )
 
@@ -92,8 +93,11 @@ type Config struct {
 	Routes      Routes
 	// Publishers, if set, adds publishers per cluster (mirrors).
 	Publishers ClusterPublishers
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Lifecycle, if set, gives every cluster a key lifecycle (stage, promote, retire through the
+	// admin API) kept in its state Secret `<cluster>-oidc-keys`.
+	Lifecycle *LifecycleConfig
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Fleet is the running set of cluster issuers.
@@ -102,16 +106,18 @@ type Fleet struct {
 	logger *slog.Logger
 	queue  workqueue.TypedRateLimitingInterface[string]
 
-	mu        sync.Mutex
-	stores    map[string]cache.Store // by watched namespace ("" = all)
-	clusters  map[string]*cluster    // by Secret key namespace/name
-	byURL     map[string]*cluster
-	refused   map[string]Refusal // by Secret key
-	refusedN  map[string]uint64  // refusals so far, by reason
-	events    chan eventRequest
-	synced    bool
-	readyAt   time.Time
-	startedAt time.Time
+	mu       sync.Mutex
+	stores   map[string]cache.Store // by watched namespace ("" = all)
+	clusters map[string]*cluster    // by Secret key namespace/name
+	byURL    map[string]*cluster
+	refused  map[string]Refusal // by Secret key
+	refusedN map[string]uint64  // refusals so far, by reason
+	events   chan eventRequest
+	// lifecycleQueue is RunLifecycle's queue while it runs (on the leader), else nil.
+	lifecycleQueue workqueue.TypedRateLimitingInterface[string]
+	synced         bool
+	readyAt        time.Time
+	startedAt      time.Time
 }
 
 // cluster is one served cluster.
@@ -124,6 +130,9 @@ type cluster struct {
 	issuer    *issuer.Issuer
 	route     *server.Issuer
 	deletedAt time.Time // zero while the Secret exists
+	// manager and stateSource: the cluster's key lifecycle (Config.Lifecycle), else nil and "".
+	manager     *lifecycle.Manager
+	stateSource string
 }
 
 // Refusal is a Secret the fleet does not serve, and why.
@@ -190,8 +199,10 @@ type fleetSecret struct {
 	metav1.ObjectMeta
 	cluster    string
 	signingKey bool
-	keys       []keys.Key
-	err        error
+	// state: the cluster's lifecycle state Secret (`<cluster>-oidc-keys`, created by the fleet).
+	state bool
+	keys  []keys.Key
+	err   error
 }
 
 func (s *fleetSecret) DeepCopyObject() runtime.Object {
@@ -215,8 +226,13 @@ func transform(obj any) (any, error) {
 		cluster:    clusterName,
 		signingKey: clusterName != "" && s.Name == clusterName+SigningKeySuffix,
 	}
-	if fs.signingKey {
+	fs.state = clusterName != "" && s.Name == clusterName+StateSuffix && s.Labels[lifecycleManagedByLabel] == lifecycleManagedBy
+	switch {
+	case fs.signingKey:
 		fs.keys, fs.err = kubesource.KeysFromSecret(s)
+	case fs.state:
+		// Only the keys to publish: a staged key's private half never enters the cache.
+		fs.keys, fs.err = lifecycle.PublishedKeys(s)
 	}
 	return fs, nil
 }
@@ -332,13 +348,18 @@ func (f *Fleet) markReadyIfDrained() {
 
 // lookup finds the cached form of the Secret key in whichever watched namespace holds it.
 func (f *Fleet) lookup(key string) (*fleetSecret, bool, error) {
-	ns, _, _ := strings.Cut(key, "/")
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lookupLocked(key)
+}
+
+// lookupLocked is lookup with f.mu held (the informer stores have locks of their own).
+func (f *Fleet) lookupLocked(key string) (*fleetSecret, bool, error) {
+	ns, _, _ := strings.Cut(key, "/")
 	store, ok := f.stores[ns]
 	if !ok {
 		store = f.stores[metav1.NamespaceAll]
 	}
-	f.mu.Unlock()
 	if store == nil {
 		return nil, false, fmt.Errorf("no watch covers %s", key)
 	}
@@ -361,6 +382,10 @@ func (f *Fleet) sync(ctx context.Context, key string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.cfg.Lifecycle != nil && (exists && fs.state || !exists && strings.HasSuffix(key, StateSuffix)) {
+		f.stateChangedLocked(key)
+		return nil
+	}
 	now := f.cfg.Now()
 	c := f.clusters[key]
 	if !exists || !fs.signingKey {
@@ -396,6 +421,7 @@ func (f *Fleet) sync(ctx context.Context, key string) error {
 		c.deletedAt = time.Time{}
 	}
 	c.issuer.Observe(c.source, keys.Observation{Keys: fs.keys, Err: fs.err})
+	f.kickLifecycleLocked(c)
 	return nil
 }
 
@@ -467,15 +493,27 @@ func (f *Fleet) startLocked(c *cluster) error {
 	}
 	docs := f.cfg.Documents
 	docs.IssuerURL = c.url
+	logger := f.logger.With("cluster", c.ref.String())
+	sources := []string{c.source}
+	if f.cfg.Lifecycle != nil {
+		if c.manager, err = f.newManager(c, logger); err != nil {
+			f.cfg.Routes.RemoveIssuer(route)
+			return err
+		}
+		c.stateSource = "lifecycle/" + c.stateKey()
+		sources = append(sources, c.stateSource)
+	}
 	iss, err := issuer.New(issuer.Config{
-		Documents: docs, FedSources: []string{c.source}, Publishers: publishers,
-		Logger: f.logger.With("cluster", c.ref.String()), Now: f.cfg.Now,
+		Documents: docs, FedSources: sources, Publishers: publishers, Logger: logger, Now: f.cfg.Now,
 	})
 	if err != nil {
 		f.cfg.Routes.RemoveIssuer(route)
 		return err
 	}
 	c.issuer, c.route = iss, route
+	if f.cfg.Lifecycle != nil {
+		f.observeStateLocked(c)
+	}
 	return nil
 }
 

@@ -81,6 +81,9 @@ type Config struct {
 	// mode may create it in AWS KMS instead (NewKMSRecord).
 	NewKey func(ctx context.Context, alg string, now time.Time) (Record, error)
 
+	// StateLabels are put on the state Secret when the Manager creates it, beside its own.
+	StateLabels map[string]string
+
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -170,7 +173,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	return &Manager{
 		cfg:        cfg,
-		store:      NewStore(cfg.Secrets, cfg.StateSecret.Namespace, cfg.StateSecret.Name),
+		store:      NewStore(cfg.Secrets, cfg.StateSecret.Namespace, cfg.StateSecret.Name).WithLabels(cfg.StateLabels),
 		logger:     cfg.Logger.With("component", "key-lifecycle"),
 		now:        cfg.Now,
 		trigger:    make(chan struct{}, 1),

@@ -68,6 +68,14 @@ type publishedState struct {
 	err  error
 }
 
+// PublishedKeys returns the keys a state Secret says to publish (staged and previous keys, public
+// halves only), or why its document does not parse. A fleet reads its clusters' state Secrets
+// through one shared watch with it.
+func PublishedKeys(sec *corev1.Secret) ([]keys.Key, error) {
+	p := parseState(sec)
+	return p.keys, p.err
+}
+
 func parseState(sec *corev1.Secret) publishedState {
 	st, err := ParseDocument(sec.Data[DataKey])
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"time"
 
@@ -37,11 +38,21 @@ type Store struct {
 	secrets   corev1client.SecretsGetter
 	namespace string
 	name      string
+	// labels are added to the issuer's own labels on a Secret the Store creates.
+	labels map[string]string
 }
 
 // NewStore returns a store for the Secret namespace/name.
 func NewStore(secrets corev1client.SecretsGetter, namespace, name string) *Store {
 	return &Store{secrets: secrets, namespace: namespace, name: name}
+}
+
+// WithLabels returns the store with labels added to those of a Secret it creates (a fleet labels
+// a cluster's state Secret with the cluster, so that its shared watch sees it).
+func (s *Store) WithLabels(labels map[string]string) *Store {
+	c := *s
+	c.labels = maps.Clone(labels)
+	return &c
 }
 
 // Ref is NAMESPACE/NAME of the state Secret.
@@ -120,6 +131,16 @@ func (s *Store) Update(ctx context.Context, mutate func(*State) error) (*State, 
 	return out, nil
 }
 
+func (s *Store) createLabels() map[string]string {
+	l := map[string]string{managedByLabel: managedBy, componentLabel: component}
+	for k, v := range s.labels {
+		if _, own := l[k]; !own {
+			l[k] = v
+		}
+	}
+	return l
+}
+
 // write creates the Secret (sec == nil) or updates it with sec's resourceVersion as precondition.
 func (s *Store) write(ctx context.Context, sec *corev1.Secret, doc []byte) error {
 	client := s.secrets.Secrets(s.namespace)
@@ -128,7 +149,7 @@ func (s *Store) write(ctx context.Context, sec *corev1.Secret, doc []byte) error
 			ObjectMeta: metav1.ObjectMeta{
 				Name:      s.name,
 				Namespace: s.namespace,
-				Labels:    map[string]string{managedByLabel: managedBy, componentLabel: component},
+				Labels:    s.createLabels(),
 			},
 			Type: corev1.SecretTypeOpaque,
 			Data: map[string][]byte{DataKey: doc},

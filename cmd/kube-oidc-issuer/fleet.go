@@ -16,7 +16,9 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/admin"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/fleet"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/lifecycle"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/server"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/storage"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/storage/filesink"
@@ -185,12 +187,24 @@ func setupFleet(ctx context.Context, logger *slog.Logger, so serveOptions, srv *
 		checks = append(checks, server.ReadinessCheck{Name: "iam", Check: func() (bool, any) { return true, providers.Status() }})
 	}
 	fcfg.Publishers = fleet.Combine(publishers...)
+	if so.rotation.fleetLifecycleOn() {
+		r := so.rotation
+		fcfg.Lifecycle = &fleet.LifecycleConfig{Base: lifecycle.Config{
+			Secrets: client.CoreV1(), Events: client.CoreV1(), MaxTokenLifetime: r.maxTokenLifetime, ClockSkew: r.clockSkew,
+			MaxAge: so.docs.MaxAge, PublishLead: r.lead(so), RotateEvery: r.rotateEvery, RotateAlgorithm: r.rotateAlgorithm,
+		}}
+	}
 	fl, err := fleet.New(fcfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := reg.Register(fl.Metrics()); err != nil {
 		return nil, nil, fmt.Errorf("registering the fleet metrics: %w", err)
+	}
+	if fcfg.Lifecycle != nil {
+		tasks.Go("fleet key lifecycle", fl.RunLifecycle)
+		logger.Info("fleet key lifecycle: each cluster's keys can be staged, promoted and retired (state Secret <cluster>"+fleet.StateSuffix+")",
+			"adminAPI", so.rotation.adminListen != "", "rotateEvery", so.rotation.rotateEvery)
 	}
 	if o.probeInterval > 0 {
 		probes, err := fleet.NewProbes(fl, fleet.ProbeConfig{
@@ -311,4 +325,24 @@ func (c *s3Client) sink(ctx context.Context, o mirrorOptions, target *url.URL, i
 		return nil, c.err
 	}
 	return s3sink.New(c.client, s3sink.Config{Bucket: loc.Bucket, Prefix: loc.Prefix})
+}
+
+// buildFleetAdmin serves the admin API's cluster routes (/admin/v1/clusters/NS/CLUSTER/keys) on
+// --admin-listen: each acts on that cluster's lifecycle, authorized per path (RBAC per cluster).
+func buildFleetAdmin(logger *slog.Logger, so serveOptions, fl *fleet.Fleet, userAgent string) (*adminListener, error) {
+	cfg, err := kubeConfig(so.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = userAgent
+	// As in single-cluster mode: each request costs a TokenReview and a SubjectAccessReview.
+	cfg.QPS, cfg.Burst = 25, 50
+	clusters := func(namespace, cluster string) (admin.Keys, bool) {
+		m, ok := fl.Lifecycle(namespace, cluster)
+		if !ok {
+			return nil, false // never a typed nil in the interface
+		}
+		return m, true
+	}
+	return so.rotation.buildAdminFor(logger, so, cfg, admin.Config{Clusters: clusters})
 }

@@ -36,6 +36,7 @@ func TestFleetOptionsValidate(t *testing.T) {
 		o.docs.MaxAge = time.Hour
 		o.rotation.maxTokenLifetime, o.rotation.clockSkew = 24*time.Hour, 5*time.Minute
 		o.listeners.addFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError)) // the flags' defaults
+		o.rotation.addFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError))
 		return o
 	}
 	tests := []struct {
@@ -75,6 +76,14 @@ func TestFleetOptionsValidate(t *testing.T) {
 		{"signing probe account", func(o *serveOptions) {
 			o.fleet.probeInterval, o.fleet.probeServiceAccount = time.Minute, "default"
 		}, "--fleet-signing-probe-service-account \"default\": want NAMESPACE/NAME"},
+		{"admin API without TLS", func(o *serveOptions) { o.rotation.adminListen = "127.0.0.1:8443" }, "--admin-listen serves bearer tokens and needs TLS"},
+		{"admin API", func(o *serveOptions) {
+			o.rotation.adminListen, o.tlsCertFile, o.tlsKeyFile = "127.0.0.1:8443", "tls.crt", "tls.key"
+		}, ""},
+		{"scheduled rotation", func(o *serveOptions) { o.rotation.rotateEvery = 24 * time.Hour }, ""},
+		{"signing secret", func(o *serveOptions) { o.rotation.signingSecret = "ns/a-sa" }, "--signing-secret does not apply to --fleet"},
+		{"kms keys", func(o *serveOptions) { o.rotation.kmsKeys = true }, "--kms-keys do not apply to --fleet"},
+		{"leader election without a namespace", func(o *serveOptions) { o.rotation.leaderElect = true }, "--leader-elect needs --leader-elect-namespace"},
 		{"negative probe interval", func(o *serveOptions) { o.fleet.probeInterval = -time.Second }, "--fleet-signing-probe-interval -1s must not be negative"},
 		{"empty namespace", func(o *serveOptions) { o.fleet.namespaces = []string{""} }, "--fleet-namespace: empty"},
 		{"template without --fleet", func(o *serveOptions) { o.fleet.enabled = false }, "need --fleet"},
@@ -129,6 +138,7 @@ current-context: c
 	}
 	o := serveOptions{kubeconfig: kubeconfig}
 	o.listeners.addFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError)) // the flags' defaults
+	o.rotation.addFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError))
 	o.docs.MaxAge = time.Hour
 	o.fleet = fleetOptions{enabled: true, template: "https://oidc.example.com/clusters/{cluster}", maxClusters: 10, retention: time.Hour}
 	o.mirror.targets, o.mirror.reconcile = []string{"file://" + filepath.Join(dir, "mirror")}, time.Minute

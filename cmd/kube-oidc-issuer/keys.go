@@ -31,6 +31,8 @@ type keysOptions struct {
 	caFile     string
 	output     string
 	timeout    time.Duration
+	// cluster (NAMESPACE/NAME) targets one cluster of a fleet.
+	cluster string
 }
 
 func newKeysCommand() *cobra.Command {
@@ -57,6 +59,7 @@ The previous key stays published, and in the Secret's verification bundle, until
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.adminURL, "admin-url", "", "base URL of the issuer's admin listener, https://HOST:PORT (required)")
 	f.StringVar(&o.token, "token", "", "bearer token")
+	f.StringVar(&o.cluster, "cluster", "", "fleet mode: NAMESPACE/NAME of the cluster whose keys to act on (the admin API's /admin/v1/clusters/NAMESPACE/NAME/keys)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token")
 	kubeconfigFlag{&o.kubeconfig}.add(f, ", whose credentials are used when neither --token nor --token-file is given (default: $KUBECONFIG or ~/.kube/config)")
 	f.StringVar(&o.caFile, "admin-ca-file", "", "CA certificate(s) that signed the admin listener's certificate (default: the system roots)")
@@ -185,7 +188,15 @@ func (o *keysOptions) client() (*admin.Client, error) {
 			return nil, fmt.Errorf("using the kubeconfig credentials: %w", err)
 		}
 	}
-	return admin.NewClient(o.adminURL, &http.Client{Transport: rt}, token)
+	c, err := admin.NewClient(o.adminURL, &http.Client{Transport: rt}, token)
+	if err != nil || o.cluster == "" {
+		return c, err
+	}
+	ns, name, ok := strings.Cut(o.cluster, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("--cluster %q: want NAMESPACE/NAME", o.cluster)
+	}
+	return c.Cluster(ns, name), nil
 }
 
 func printKeys(w io.Writer, res any) error {

@@ -134,6 +134,10 @@ func (o rotationOptions) validate(so serveOptions) error {
 	if o.leaderElect && (o.leaseName == "" || o.leaseDuration <= o.renewDeadline || o.retryPeriod <= 0) {
 		return errors.New("--leader-elect needs a lease name and --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period > 0")
 	}
+	if so.fleet.enabled {
+		// Each cluster's lifecycle lives in its own state Secret, beside its `<cluster>-sa`.
+		return o.validateFleet(so)
+	}
 	if !o.lifecycleOn() {
 		switch {
 		case o.signingSecret != "":
@@ -206,6 +210,42 @@ func (o rotationOptions) validate(so serveOptions) error {
 }
 
 // lead is the publish lead in effect.
+// validateFleet checks the lifecycle flags of fleet mode, where every cluster has a key lifecycle
+// of its own (state Secret `<cluster>-oidc-keys`), acted on through the admin API's cluster routes
+// and by scheduled rotation.
+func (o rotationOptions) validateFleet(so serveOptions) error {
+	switch {
+	case o.signingSecret != "":
+		return errors.New("--signing-secret does not apply to --fleet: each cluster's signing-key Secret is its <cluster>-sa")
+	case o.signerRefreshSet || o.kmsKeys:
+		return errors.New("--signer-refresh and --kms-keys do not apply to --fleet: fleet mode publishes Cluster API clusters' keys (Secret mode)")
+	case o.leaderElect && o.leaseNamespace == "":
+		return errors.New("--leader-elect needs --leader-elect-namespace in fleet mode")
+	case o.rotateEvery < 0:
+		return fmt.Errorf("--rotate-every %s must not be negative", o.rotateEvery)
+	case o.maxTokenLifetime <= 0:
+		return fmt.Errorf("--max-token-lifetime %s must be positive", o.maxTokenLifetime)
+	}
+	switch o.rotateAlgorithm {
+	case lifecycle.AlgorithmRS256, lifecycle.AlgorithmES256:
+	default:
+		return fmt.Errorf("--rotate-algorithm %q: use %s or %s", o.rotateAlgorithm, lifecycle.AlgorithmRS256, lifecycle.AlgorithmES256)
+	}
+	if o.adminListen != "" {
+		if cert, key := o.adminTLSFiles(so); cert == "" || key == "" {
+			return errors.New("--admin-listen serves bearer tokens and needs TLS: give --admin-tls-cert-file and --admin-tls-key-file (or --tls-cert-file and --tls-key-file)")
+		}
+	}
+	if slices.Contains(o.adminAudiences, "") {
+		return errors.New("--admin-token-audience must not be empty")
+	}
+	return nil
+}
+
+// fleetLifecycleOn tells whether fleet mode gives the clusters key lifecycles: only when something
+// acts on them (the admin API, scheduled rotation), since they write Secrets.
+func (o rotationOptions) fleetLifecycleOn() bool { return o.adminListen != "" || o.rotateEvery > 0 }
+
 func (o rotationOptions) lead(so serveOptions) time.Duration {
 	if o.publishLead > 0 {
 		return o.publishLead
@@ -371,6 +411,11 @@ func (s signerStateSource) Run(ctx context.Context, report func(keys.Observation
 }
 
 func (o rotationOptions) buildAdmin(logger *slog.Logger, so serveOptions, cfg *rest.Config, m *lifecycle.Manager) (*adminListener, error) {
+	return o.buildAdminFor(logger, so, cfg, admin.Config{Keys: m})
+}
+
+// buildAdminFor builds the admin listener for acfg's lifecycle (Keys, or a fleet's Clusters).
+func (o rotationOptions) buildAdminFor(logger *slog.Logger, so serveOptions, cfg *rest.Config, acfg admin.Config) (*adminListener, error) {
 	authn, err := authenticationv1client.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
@@ -380,7 +425,7 @@ func (o rotationOptions) buildAdmin(logger *slog.Logger, so serveOptions, cfg *r
 		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
 	}
 	kube := &admin.KubeAuth{TokenReviews: authn, SubjectAccessReviews: authz, Audiences: o.adminAudiences}
-	acfg := admin.Config{Keys: m, Authenticator: kube, Authorizer: kube, Logger: logger}
+	acfg.Authenticator, acfg.Authorizer, acfg.Logger = kube, kube, logger
 	if o.adminTokenFile != "" {
 		if acfg.StaticToken, err = admin.LoadStaticToken(o.adminTokenFile, logger); err != nil {
 			return nil, err

@@ -196,6 +196,11 @@ func runServe(ctx context.Context, logger *slog.Logger, o serveOptions) error {
 		if err != nil {
 			return err
 		}
+		if o.rotation.adminListen != "" {
+			if bg.admin, err = buildFleetAdmin(logger, o, fl, info.UserAgent()); err != nil {
+				return err
+			}
+		}
 		runIssuers, checks = fl.Run, append(fleetChecks, bg.readiness())
 	} else {
 		pipeline, pipelineChecks, err := setupIssuer(ctx, logger, o, srv, bg, sources, reg, info.UserAgent())
