@@ -640,8 +640,17 @@ func (f *Fleet) clustersLocked() []ClusterStatus {
 	out := make([]ClusterStatus, 0, len(f.clusters))
 	for _, c := range f.clusters {
 		st := ClusterStatus{ClusterRef: c.ref, Issuer: c.url}
-		if ss := c.issuer.Status(); len(ss) == 1 {
-			st.Ready, st.Healthy, st.Keys, st.LastError = ss[0].Ready, ss[0].Healthy, ss[0].Keys, ss[0].LastError
+		// Its sources: the signing-key Secret, and the state Secret when it has a key lifecycle.
+		st.Ready, st.Healthy = true, true
+		for _, s := range c.issuer.Status() {
+			st.Ready = st.Ready && s.Ready
+			st.Healthy = st.Healthy && s.Healthy
+			if st.LastError == "" {
+				st.LastError = s.LastError
+			}
+		}
+		if cur := c.issuer.Current(); cur != nil {
+			st.Keys = cur.Keys.Len()
 		}
 		if !c.deletedAt.IsZero() {
 			d := c.deletedAt.UTC()

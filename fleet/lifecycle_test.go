@@ -90,6 +90,14 @@ func TestFleetLifecycle(t *testing.T) {
 		got := h.kids("alpha")
 		return len(got) == 2 && got[0] == staged.KID && slices.Contains(got, alpha.kid)
 	})
+	for _, c := range h.fleet.Clusters() {
+		if c.Name == "alpha" && (!c.Ready || !c.Healthy || c.Keys != 2) {
+			t.Fatalf("alpha's status %+v, want ready, healthy, 2 keys", c)
+		}
+	}
+	if st := h.fleet.Status(); st.Serving != 2 {
+		t.Fatalf("fleet status %+v, want 2 serving", st)
+	}
 	// The state holds the staged key's private half; the fleet's cache does not.
 	fs, exists, err := h.fleet.lookup("team-a/alpha" + StateSuffix)
 	if err != nil || !exists || !fs.state || len(fs.keys) == 0 {
