@@ -250,35 +250,20 @@ func (p *IAMProviders) Run(ctx context.Context) error {
 		p.queue = nil
 		p.mu.Unlock()
 	}()
-	var wg sync.WaitGroup
-	for range p.cfg.Workers {
-		wg.Go(func() {
-			for p.processNext(ctx, q) {
+	runWorkers(ctx, q, p.cfg.Workers, p.cfg.Interval, p.processNext, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.tp.stale = true
+		for u, e := range p.byURL {
+			if e.published && !e.removed {
+				q.Add(u)
 			}
-		})
-	}
-	ticker := time.NewTicker(p.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			q.ShutDown()
-			wg.Wait()
-			return nil
-		case <-ticker.C:
-			p.mu.Lock()
-			p.tp.stale = true
-			for u, e := range p.byURL {
-				if e.published && !e.removed {
-					q.Add(u)
-				}
-			}
-			p.mu.Unlock()
 		}
-	}
+	})
+	return nil
 }
 
-func (p *IAMProviders) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
+func (p *IAMProviders) processNext(ctx context.Context, q queue) bool {
 	u, quit := q.Get()
 	if quit {
 		return false

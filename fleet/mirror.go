@@ -122,33 +122,18 @@ func (m *Mirrors) Run(ctx context.Context) error {
 		m.queue = nil
 		m.mu.Unlock()
 	}()
-	var wg sync.WaitGroup
-	for range m.cfg.Workers {
-		wg.Go(func() {
-			for m.processNext(ctx, q) {
-			}
-		})
-	}
-	ticker := time.NewTicker(m.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			q.ShutDown()
-			wg.Wait()
-			return nil
-		case <-ticker.C:
-			m.mu.Lock()
-			for url, e := range m.byURL {
-				e.done = nil // repair drift: check the stored objects again
-				q.Add(url)
-			}
-			m.mu.Unlock()
+	runWorkers(ctx, q, m.cfg.Workers, m.cfg.Interval, m.processNext, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for url, e := range m.byURL {
+			e.done = nil // repair drift: check the stored objects again
+			q.Add(url)
 		}
-	}
+	})
+	return nil
 }
 
-func (m *Mirrors) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
+func (m *Mirrors) processNext(ctx context.Context, q queue) bool {
 	url, quit := q.Get()
 	if quit {
 		return false
