@@ -52,7 +52,7 @@ func (o *fleetOptions) addFlags(f *pflag.FlagSet) {
 }
 
 // validate checks fleet mode against the rest of serve's flags: what is per issuer in
-// single-cluster mode either comes from the template or is not available in fleet mode yet.
+// single-cluster mode either comes from the template or has a per-cluster form of its own.
 func (o fleetOptions) validate(so serveOptions) error {
 	if !o.enabled {
 		if o.template != "" || len(o.namespaces) > 0 || o.retention != 0 || o.iamDeleteRemoved || o.probeInterval != 0 {
@@ -72,7 +72,7 @@ func (o fleetOptions) validate(so serveOptions) error {
 		"--s3-manage-bucket-policy":       so.mirror.s3ManagePol,
 	} {
 		if set {
-			errs = append(errs, fmt.Errorf("%s does not apply to --fleet (each cluster's issuer comes from --issuer-url-template and its keys from its <cluster>-sa Secret; workload clusters are probed with --fleet-signing-probe-interval; per-cluster key lifecycle and bucket-policy management are not available in fleet mode)", flag))
+			errs = append(errs, fmt.Errorf("%s does not apply to --fleet (each cluster's issuer comes from --issuer-url-template, its keys from its <cluster>-sa Secret and its key lifecycle from its state Secret <cluster>"+fleet.StateSuffix+" (with --admin-listen or --rotate-every); workload clusters are probed with --fleet-signing-probe-interval; bucket policies are not managed in fleet mode)", flag))
 		}
 	}
 	if err == nil {

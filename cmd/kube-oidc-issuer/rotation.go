@@ -76,7 +76,7 @@ func (o *rotationOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.rotateAlgorithm, "rotate-algorithm", lifecycle.AlgorithmRS256, "algorithm of keys staged by scheduled rotation: RS256 or ES256")
 	f.DurationVar(&o.signerRefresh, "signer-refresh", defaultSignerRefresh, "signer mode: how long the signers take at most to follow a promote (their watch of the state Secret plus kube-apiserver's refresh hint, the signer's --refresh-hint, default 10s); the outgoing key stays published that much longer; must be >= 0")
 
-	f.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API listener (TLS; off when empty); needs --state-secret")
+	f.StringVar(&o.adminListen, "admin-listen", "", "address of the admin API listener (TLS; off when empty); needs --state-secret, or --fleet (each cluster's keys at /admin/v1/clusters/NAMESPACE/CLUSTER/keys)")
 	f.StringVar(&o.adminTLSCertFile, "admin-tls-cert-file", "", "certificate chain of the admin listener, reloaded on change (default: --tls-cert-file)")
 	f.StringVar(&o.adminTLSKeyFile, "admin-tls-key-file", "", "private key for --admin-tls-cert-file (default: --tls-key-file)")
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a static bearer token (at least 16 bytes) allowed every admin action, for use outside a cluster; re-read when it changes (a bad replacement is logged and the previous token kept); other tokens are checked with TokenReview and SubjectAccessReview")

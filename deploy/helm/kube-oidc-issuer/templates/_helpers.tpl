@@ -28,7 +28,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- and (not .Values.keyFile.enabled) (not .Values.signerMode.enabled) (not .Values.fleet.enabled) -}}
 {{- end -}}
 
-{{- /* The key lifecycle (--state-secret), and with it the admin API: not available in fleet mode. */ -}}
+{{- /* The single-cluster key lifecycle (--state-secret) and its admin API; fleet mode's per-cluster ones are not rendered by the chart. */ -}}
 {{- define "koi.rotation" -}}
 {{- and (not .Values.keyFile.enabled) (not .Values.fleet.enabled) .Values.rotation.enabled -}}
 {{- end -}}
@@ -78,8 +78,8 @@ signingProbe keep their defaults unless changed, and only a change is refused.
 {{- if or (ne .Values.signingKeySecret.name "signing-key") .Values.signingKeySecret.namespace }}{{ fail "fleet.enabled: signingKeySecret names one cluster's Secret; the fleet finds every cluster's <cluster>-sa Secret itself (fleet.namespaces limits where). Leave signingKeySecret at its default" }}{{ end }}
 {{- if .Values.keyFile.enabled }}{{ fail "fleet.enabled and keyFile.enabled exclude each other: the fleet reads Cluster API <cluster>-sa Secrets" }}{{ end }}
 {{- if .Values.signerMode.enabled }}{{ fail "fleet.enabled and signerMode.enabled exclude each other: signer mode is one cluster's" }}{{ end }}
-{{- if or .Values.rotation.rotateEvery .Values.rotation.stateSecretName .Values.admin.tlsSecretName .Values.admin.tokenAudiences }}{{ fail "fleet.enabled: per-cluster key rotation and the admin API are not available in fleet mode; leave rotation.rotateEvery, rotation.stateSecretName, admin.tlsSecretName and admin.tokenAudiences empty" }}{{ end }}
-{{- if or .Values.signingProbe.serviceAccount (and (ne (toString .Values.signingProbe.interval) "1m") (regexMatch "[1-9]" (toString .Values.signingProbe.interval))) }}{{ fail "fleet.enabled: the signing probe is not available in fleet mode (it would probe the management cluster, not the workload clusters); leave signingProbe.serviceAccount empty and signingProbe.interval at its default (or 0s)" }}{{ end }}
+{{- if or .Values.rotation.rotateEvery .Values.rotation.stateSecretName .Values.admin.tlsSecretName .Values.admin.tokenAudiences }}{{ fail "fleet.enabled: the chart does not render fleet mode's per-cluster key rotation and admin API (docs/fleet.md shows how to enable them); leave rotation.rotateEvery, rotation.stateSecretName, admin.tlsSecretName and admin.tokenAudiences empty" }}{{ end }}
+{{- if or .Values.signingProbe.serviceAccount (and (ne (toString .Values.signingProbe.interval) "1m") (regexMatch "[1-9]" (toString .Values.signingProbe.interval))) }}{{ fail "fleet.enabled: signingProbe.* configures the single-cluster signing probe (it would probe the management cluster); the workload clusters are probed with --fleet-signing-probe-interval in extraArgs (docs/fleet.md); leave signingProbe.serviceAccount empty and signingProbe.interval at its default (or 0s)" }}{{ end }}
 {{- range .Values.extraArgs }}
 {{- $flag := first (splitList "=" (toString .)) }}
 {{- if has $flag (list "--issuer-url" "--jwks-uri" "--secret" "--key-file" "--state-secret" "--signing-secret" "--rotate-every" "--admin-listen" "--kms-keys" "--signing-probe-service-account" "--s3-manage-bucket-policy") }}{{ fail (printf "fleet.enabled: extraArgs %s does not apply to fleet mode (kube-oidc-issuer serve --fleet refuses it); see docs/fleet.md" $flag) }}{{ end }}
