@@ -496,7 +496,8 @@ func (f *Fleet) startLocked(c *cluster) error {
 	logger := f.logger.With("cluster", c.ref.String())
 	sources := []string{c.source}
 	if f.cfg.Lifecycle != nil {
-		if c.manager, err = f.newManager(c, logger); err != nil {
+		// The lifecycle names its own component.
+		if c.manager, err = f.newManager(c, f.cfg.Logger.With("cluster", c.ref.String())); err != nil {
 			f.cfg.Routes.RemoveIssuer(route)
 			return err
 		}

@@ -160,6 +160,15 @@ func (p *Probes) probe(ctx context.Context, t probeTarget) {
 				st.Unpublished = append(st.Unpublished, kid)
 			}
 		}
+		if t.recorder != nil {
+			// The cluster's key lifecycle never prunes a key seen signing (as in single-cluster
+			// mode); it writes its state only when what signs changes, or every 10 minutes.
+			obs := signingprobe.Observation{At: p.cfg.Now(), KIDs: kids,
+				ValidFor: 2*p.cfg.Interval + time.Duration(p.cfg.ProbesPerRound)*p.cfg.Timeout}
+			if err := t.recorder.RecordSigning(ctx, obs); err != nil {
+				p.logger.Warn("recording what a workload cluster signs with failed; the next round retries", "cluster", t.ref.String(), "error", err)
+			}
+		}
 	}
 	p.mu.Lock()
 	prev := p.status[t.ref.String()]
@@ -294,6 +303,9 @@ type probeTarget struct {
 	secretKey string
 	url       string
 	published []string
+	// recorder is the cluster's key lifecycle when it has a state Secret, else nil: recording
+	// an observation would otherwise create a state for every cluster.
+	recorder signingprobe.Recorder
 }
 
 // probeTargets lists the clusters with published documents and a Secret (not retained ones).
@@ -306,7 +318,13 @@ func (f *Fleet) probeTargets() []probeTarget {
 		if cur == nil || !c.deletedAt.IsZero() {
 			continue
 		}
-		out = append(out, probeTarget{ref: c.ref, secretKey: c.secretKey, url: c.url, published: cur.Keys.KeyIDs()})
+		t := probeTarget{ref: c.ref, secretKey: c.secretKey, url: c.url, published: cur.Keys.KeyIDs()}
+		if c.manager != nil {
+			if fs, exists, _ := f.lookupLocked(c.stateKey()); exists && fs.state {
+				t.recorder = c.manager
+			}
+		}
+		out = append(out, t)
 	}
 	slices.SortFunc(out, func(a, b probeTarget) int { return strings.Compare(a.ref.String(), b.ref.String()) })
 	return out

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/lifecycle"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signingprobe"
 )
 
@@ -63,7 +64,9 @@ func TestProbes(t *testing.T) {
 		Type:       "cluster.x-k8s.io/secret", Data: map[string][]byte{"value": kubeconfig},
 	})
 	h.create(capiSecret("team-a", "lonely", newSigningKey(t, false))) // no kubeconfig Secret
-	h = startFleet(t, kube, nil)
+	h = startFleet(t, kube, func(c *Config) {
+		c.Lifecycle = &LifecycleConfig{Base: lifecycle.Config{Secrets: kube.CoreV1(), MaxTokenLifetime: time.Hour}}
+	})
 	h.waitFor("the fleet ready", 30*time.Second, func() bool { return h.fleet.Status().Ready })
 
 	probes, err := NewProbes(h.fleet, ProbeConfig{Secrets: kube.CoreV1(), ServiceAccount: "kube-system/default",
@@ -82,6 +85,27 @@ func TestProbes(t *testing.T) {
 	if got := st["team-a/lonely"]; got.Result != "no_kubeconfig" || !strings.Contains(got.LastError, "lonely-kubeconfig") {
 		t.Fatalf("lonely: %+v, want no_kubeconfig", got)
 	}
+	// Without a key lifecycle state, nothing was recorded (no state Secret created for it).
+	if _, err := kube.CoreV1().Secrets("team-a").Get(ctx, "work"+StateSuffix, metav1.GetOptions{}); err == nil {
+		t.Fatal("the probe created a state Secret")
+	}
+	// With one, the round is recorded: the lifecycle will not prune a key seen signing.
+	m, _ := h.fleet.Lifecycle("team-a", "work")
+	if _, err := m.Stage(ctx, lifecycle.AlgorithmES256); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the state Secret in the fleet's cache", 10*time.Second, func() bool {
+		fs, ok, _ := h.fleet.lookup("team-a/work" + StateSuffix)
+		return ok && fs.state
+	})
+	probes.round(ctx)
+	snap, err := m.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(snap.State.Signing.KIDs, []string{signing.kid}) {
+		t.Fatalf("recorded signing observation %+v, want [%s]", snap.State.Signing, signing.kid)
+	}
 
 	// The Secret is replaced by another key while the control plane still signs with the old one.
 	other := newSigningKey(t, true)
@@ -93,7 +117,10 @@ func TestProbes(t *testing.T) {
 	if _, err := kube.CoreV1().Secrets("team-a").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor("work's new key published", 10*time.Second, func() bool { return equalKIDs(h.kids("work"), other.kid) })
+	h.waitFor("work's new key published", 10*time.Second, func() bool {
+		got := h.kids("work")
+		return slices.Contains(got, other.kid) && !slices.Contains(got, signing.kid)
+	})
 	probes.round(ctx)
 	if got := probes.Status()["team-a/work"]; !slices.Equal(got.Unpublished, []string{signing.kid}) {
 		t.Fatalf("work after the Secret changed: %+v, want %s unpublished", got, signing.kid)

@@ -148,6 +148,10 @@ func setupFleet(ctx context.Context, logger *slog.Logger, so serveOptions, srv *
 		return nil, nil, err
 	}
 	cfg.UserAgent = userAgent
+	// The watch costs no request per cluster, but the clusters' key lifecycles, Events and probes'
+	// kubeconfig reads share this client: client-go's default of 5 requests/s would make an
+	// operator's promote (a handful of reads and writes) take seconds. Still bounded.
+	cfg.QPS, cfg.Burst = 50, 100
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating Kubernetes client: %w", err)

@@ -82,6 +82,8 @@ func TestFleetOptionsValidate(t *testing.T) {
 		}, ""},
 		{"scheduled rotation", func(o *serveOptions) { o.rotation.rotateEvery = 24 * time.Hour }, ""},
 		{"signing secret", func(o *serveOptions) { o.rotation.signingSecret = "ns/a-sa" }, "--signing-secret does not apply to --fleet"},
+		{"negative clock skew", func(o *serveOptions) { o.rotation.clockSkew = -time.Second }, "must not be negative"},
+		{"rotation within the publish lead", func(o *serveOptions) { o.rotation.rotateEvery = time.Second }, "must be longer than the publish lead"},
 		{"kms keys", func(o *serveOptions) { o.rotation.kmsKeys = true }, "--kms-keys do not apply to --fleet"},
 		{"leader election without a namespace", func(o *serveOptions) { o.rotation.leaderElect = true }, "--leader-elect needs --leader-elect-namespace"},
 		{"negative probe interval", func(o *serveOptions) { o.fleet.probeInterval = -time.Second }, "--fleet-signing-probe-interval -1s must not be negative"},

@@ -79,9 +79,14 @@ The previous key stays published, and in the Secret's verification bundle, until
 
 	var force bool
 	promote := &cobra.Command{
-		Use:   "promote KID",
+		Use:   "promote [--force] [--] KID",
 		Short: "Write the staged key into the signing-key Secret (refused before the publish lead unless --force)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Write the staged key into the signing-key Secret (refused before the publish lead unless --force).
+
+A kid is base64url and may begin with '-' (about one in 64): put -- before it, or it is taken for
+a flag.`,
+		Example: "  kube-oidc-issuer keys --admin-url https://oidc-admin:8444 promote -- -rz5WJaoQ...",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, func(ctx context.Context, c *admin.Client) (any, error) { return c.Promote(ctx, args[0], force) })
 		},
@@ -90,9 +95,14 @@ The previous key stays published, and in the Secret's verification bundle, until
 
 	var retireForce bool
 	retire := &cobra.Command{
-		Use:   "retire KID",
+		Use:   "retire [--force] [--] KID",
 		Short: "Withdraw a staged key, or stop publishing a previous key early (--force inside its retention, e.g. after a compromise)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Withdraw a staged key, or stop publishing a previous key early (--force inside its retention,
+e.g. after a compromise).
+
+A kid is base64url and may begin with '-' (about one in 64): put -- before it, or it is taken for
+a flag.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, func(ctx context.Context, c *admin.Client) (any, error) { return c.Remove(ctx, args[0], retireForce) })
 		},

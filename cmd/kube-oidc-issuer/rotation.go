@@ -183,6 +183,11 @@ func (o rotationOptions) validate(so serveOptions) error {
 			return errors.New("--state-secret must not be the signing-key Secret")
 		}
 	}
+	return o.validateLifecycle(so)
+}
+
+// validateLifecycle checks the flags every key lifecycle shares, one issuer's or a fleet's.
+func (o rotationOptions) validateLifecycle(so serveOptions) error {
 	if o.maxTokenLifetime <= 0 {
 		return fmt.Errorf("--max-token-lifetime %s must be positive", o.maxTokenLifetime)
 	}
@@ -209,7 +214,6 @@ func (o rotationOptions) validate(so serveOptions) error {
 	return nil
 }
 
-// lead is the publish lead in effect.
 // validateFleet checks the lifecycle flags of fleet mode, where every cluster has a key lifecycle
 // of its own (state Secret `<cluster>-oidc-keys`), acted on through the admin API's cluster routes
 // and by scheduled rotation.
@@ -221,31 +225,15 @@ func (o rotationOptions) validateFleet(so serveOptions) error {
 		return errors.New("--signer-refresh and --kms-keys do not apply to --fleet: fleet mode publishes Cluster API clusters' keys (Secret mode)")
 	case o.leaderElect && o.leaseNamespace == "":
 		return errors.New("--leader-elect needs --leader-elect-namespace in fleet mode")
-	case o.rotateEvery < 0:
-		return fmt.Errorf("--rotate-every %s must not be negative", o.rotateEvery)
-	case o.maxTokenLifetime <= 0:
-		return fmt.Errorf("--max-token-lifetime %s must be positive", o.maxTokenLifetime)
 	}
-	switch o.rotateAlgorithm {
-	case lifecycle.AlgorithmRS256, lifecycle.AlgorithmES256:
-	default:
-		return fmt.Errorf("--rotate-algorithm %q: use %s or %s", o.rotateAlgorithm, lifecycle.AlgorithmRS256, lifecycle.AlgorithmES256)
-	}
-	if o.adminListen != "" {
-		if cert, key := o.adminTLSFiles(so); cert == "" || key == "" {
-			return errors.New("--admin-listen serves bearer tokens and needs TLS: give --admin-tls-cert-file and --admin-tls-key-file (or --tls-cert-file and --tls-key-file)")
-		}
-	}
-	if slices.Contains(o.adminAudiences, "") {
-		return errors.New("--admin-token-audience must not be empty")
-	}
-	return nil
+	return o.validateLifecycle(so)
 }
 
 // fleetLifecycleOn tells whether fleet mode gives the clusters key lifecycles: only when something
 // acts on them (the admin API, scheduled rotation), since they write Secrets.
 func (o rotationOptions) fleetLifecycleOn() bool { return o.adminListen != "" || o.rotateEvery > 0 }
 
+// lead is the publish lead in effect.
 func (o rotationOptions) lead(so serveOptions) time.Duration {
 	if o.publishLead > 0 {
 		return o.publishLead
