@@ -46,6 +46,12 @@ func ParseURLTemplate(raw string) (URLTemplate, error) {
 	return t, nil
 }
 
+// StaticPrefix is the template up to its first placeholder: every cluster's issuer URL starts
+// with it (an IAM policy's resource pattern, for one).
+func (t URLTemplate) StaticPrefix() string {
+	return t.raw[:strings.IndexByte(t.raw, '{')]
+}
+
 // String is the template as given.
 func (t URLTemplate) String() string { return t.raw }
 

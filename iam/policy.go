@@ -101,6 +101,25 @@ func RegistrationPolicy(partition, accountID, issuerURL string) PolicyDocument {
 	}
 }
 
+// FleetRegistrationPolicy is RegistrationPolicy for a fleet (`serve --fleet --iam-register`): the
+// provider statement covers every provider whose URL starts with urlPrefix, the issuer URL template
+// up to its first placeholder ("https://oidc.example.com/clusters/"). deleteRemoved adds
+// iam:DeleteOpenIDConnectProvider (--fleet-iam-delete-removed).
+func FleetRegistrationPolicy(partition, accountID, urlPrefix string, deleteRemoved bool) PolicyDocument {
+	actions := ProviderActions()
+	if deleteRemoved {
+		actions = append(actions, "iam:DeleteOpenIDConnectProvider")
+	}
+	resource := fmt.Sprintf("arn:%s:iam::%s:oidc-provider/%s*", partition, accountID, HostPath(urlPrefix))
+	return PolicyDocument{
+		Version: PolicyVersion,
+		Statement: []Statement{
+			{Sid: "FindOIDCProvider", Effect: "Allow", Action: ListActions(), Resource: Values{"*"}},
+			{Sid: "ManageFleetOIDCProviders", Effect: "Allow", Action: actions, Resource: Values{resource}},
+		},
+	}
+}
+
 // NormalizeThumbprint accepts a certificate's SHA-1 fingerprint as 40 hex digits, in either case
 // and with or without colons (openssl's "AB:CD:..." form), and returns the 40 lower-case hex
 // digits IAM stores.

@@ -194,3 +194,34 @@ func TestThumbprintTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestIAMPolicyFleet(t *testing.T) {
+	out, _, err := run(t, "", "iam-policy", "--issuer-url-template", "https://oidc.example.com/clusters/{namespace}/{cluster}",
+		"--account-id", "123456789012", "--fleet-iam-delete-removed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc iam.PolicyDocument
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(doc.Statement) != 2 {
+		t.Fatalf("statements %+v", doc.Statement)
+	}
+	st := doc.Statement[1]
+	if got, want := []string(st.Resource), []string{"arn:aws:iam::123456789012:oidc-provider/oidc.example.com/clusters/*"}; !slices.Equal(got, want) {
+		t.Errorf("resource %v, want %v", got, want)
+	}
+	if !slices.Contains(st.Action, "iam:DeleteOpenIDConnectProvider") || !slices.Contains(st.Action, "iam:CreateOpenIDConnectProvider") {
+		t.Errorf("actions %v", st.Action)
+	}
+	for _, args := range [][]string{
+		{"iam-policy", "--issuer-url-template", "https://oidc.example.com:8443/{cluster}"},
+		{"iam-policy", "--issuer-url-template", "https://oidc.example.com/{cluster}", "--issuer-url", "https://oidc.example.com/a"},
+		{"iam-policy", "--fleet-iam-delete-removed"},
+	} {
+		if _, _, err := run(t, "", args...); err == nil {
+			t.Errorf("%v succeeded", args)
+		}
+	}
+}
