@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/documents"
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/kubeevent"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/issuer"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys/kubesource"
@@ -578,24 +579,13 @@ func (f *Fleet) writeEvents(ctx context.Context) {
 
 // event records a Warning Event on a Secret; failing to is logged, never fatal.
 func (f *Fleet) event(ctx context.Context, ns, name, reason, msg string) {
+	if f.cfg.Events == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	now := metav1.NewTime(f.cfg.Now())
-	ev := &corev1.Event{
-		ObjectMeta:          metav1.ObjectMeta{GenerateName: name + ".", Namespace: ns},
-		InvolvedObject:      corev1.ObjectReference{APIVersion: "v1", Kind: "Secret", Namespace: ns, Name: name},
-		Reason:              reason,
-		Message:             msg,
-		Type:                corev1.EventTypeWarning,
-		Source:              corev1.EventSource{Component: "kube-oidc-issuer"},
-		ReportingController: "kube-oidc-issuer",
-		ReportingInstance:   "kube-oidc-issuer",
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-	}
-	if _, err := f.cfg.Events.Events(ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		f.logger.Warn("could not record an Event on a refused Secret", "secret", ns+"/"+name, "error", err)
+	if err := kubeevent.WarnOnSecret(ctx, f.cfg.Events, ns, name, reason, msg, f.cfg.Now()); err != nil {
+		f.logger.Warn("could not record an Event on a cluster's Secret", "secret", ns+"/"+name, "reason", reason, "error", err)
 	}
 }
 

@@ -548,30 +548,24 @@ type fleetCheck struct {
 
 func (f *fleetEnv) readyz(ctx context.Context) (int, fleetReadyz) {
 	f.t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.iss.InternalURL+"/readyz", nil)
-	resp, err := http.DefaultClient.Do(req)
+	code, body, err := fetch(ctx, http.DefaultClient, f.iss.InternalURL+"/readyz")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	var rz fleetReadyz
 	if err := json.Unmarshal(body, &rz); err != nil {
 		f.t.Fatalf("/readyz body is not JSON: %v: %s", err, body)
 	}
 	rz.Fleet, rz.Mirrors, rz.raw = rz.Checks.Fleet, rz.Checks.Mirrors, string(body)
-	return resp.StatusCode, rz
+	return code, rz
 }
 
 func (f *fleetEnv) metrics(ctx context.Context) string {
 	f.t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.iss.InternalURL+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	_, b, err := fetch(ctx, http.DefaultClient, f.iss.InternalURL+"/metrics")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
 

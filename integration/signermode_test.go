@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -149,15 +148,9 @@ func signerDirs(t *testing.T) (dir, sockDir string) {
 // fetchJWKS GETs a JWKS, keyed by kid.
 func fetchJWKS(ctx context.Context, t *testing.T, url string) map[string]jwk {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	code, body, err := fetch(ctx, http.DefaultClient, url)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, code, err)
 	}
 	return parseJWKS(t, body)
 }

@@ -325,29 +325,23 @@ func (s *stack) waitJWKS(ctx context.Context, timeout time.Duration, cond func(m
 // readyz returns the issuer's readiness status code and decoded details.
 func (s *stack) readyz(ctx context.Context) (int, map[string]any) {
 	s.t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.issuer.InternalURL+"/readyz", nil)
-	resp, err := http.DefaultClient.Do(req)
+	code, body, err := fetch(ctx, http.DefaultClient, s.issuer.InternalURL+"/readyz")
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	var details map[string]any
-	body, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(body, &details); err != nil {
 		s.t.Fatalf("/readyz body is not JSON: %v: %s", err, body)
 	}
-	return resp.StatusCode, details
+	return code, details
 }
 
 func (s *stack) metrics(ctx context.Context) string {
 	s.t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.issuer.InternalURL+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	_, b, err := fetch(ctx, http.DefaultClient, s.issuer.InternalURL+"/metrics")
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
 

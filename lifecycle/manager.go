@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/kubeevent"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/keys"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/signingprobe"
 )
@@ -659,22 +660,8 @@ func (m *Manager) event(ctx context.Context, reason, msg string) {
 	if m.cfg.Events == nil {
 		return
 	}
-	now := metav1.NewTime(m.now())
 	ref := m.cfg.StateSecret
-	ev := &corev1.Event{
-		ObjectMeta:          metav1.ObjectMeta{GenerateName: ref.Name + ".", Namespace: ref.Namespace},
-		InvolvedObject:      corev1.ObjectReference{APIVersion: "v1", Kind: "Secret", Namespace: ref.Namespace, Name: ref.Name},
-		Reason:              reason,
-		Message:             msg,
-		Type:                corev1.EventTypeWarning,
-		Source:              corev1.EventSource{Component: managedBy},
-		ReportingController: managedBy,
-		ReportingInstance:   managedBy,
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-	}
-	if _, err := m.cfg.Events.Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	if err := kubeevent.WarnOnSecret(ctx, m.cfg.Events, ref.Namespace, ref.Name, reason, msg, m.now()); err != nil {
 		m.logger.Warn("could not record an Event on the state Secret", "reason", reason, "error", err)
 	}
 }

@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -55,6 +54,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/cmd/internal/procmem"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/freeport"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/pki"
 	"github.com/kube-oidc-issuer/kube-oidc-issuer/internal/testcluster"
@@ -503,28 +503,9 @@ func runWrk(ctx context.Context, o options, url string) (float64, error) {
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
-type procMemory struct{ RSS, HWM int64 }
+type procMemory = procmem.Memory
 
-func readProcMemory(pid int) (procMemory, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procMemory{}, err
-	}
-	defer f.Close()
-	var m procMemory
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, value, _ := strings.Cut(sc.Text(), ":")
-		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
-		switch name {
-		case "VmRSS":
-			m.RSS = kb << 10
-		case "VmHWM":
-			m.HWM = kb << 10
-		}
-	}
-	return m, sc.Err()
-}
+var readProcMemory = procmem.Read
 
 func tail(path string) string {
 	b, _ := os.ReadFile(path)

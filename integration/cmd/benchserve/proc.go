@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kube-oidc-issuer/kube-oidc-issuer/integration/cmd/internal/procmem"
 )
 
 // child is a process benchserve started itself (the baseline), in its own process group and
@@ -98,54 +100,10 @@ func waitHTTP(ctx context.Context, client *http.Client, url string, timeout time
 	}
 }
 
-// procMemory is what the kernel reports for a process, in bytes: the resident set now (VmRSS)
-// and its peak (VmHWM). The resident set splits into anonymous memory (the Go heap, stacks and
-// runtime structures: the process's own) and file-backed pages (the executable's code and
-// read-only data, faulted in from the page cache and shared with it, droppable by the kernel).
-type procMemory struct {
-	RSS, HWM, Anon, File int64
-}
+// procMemory is a process's memory as the kernel reports it (procmem.Memory).
+type procMemory = procmem.Memory
 
-func readProcMemory(pid int) (procMemory, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procMemory{}, err
-	}
-	defer f.Close()
-	var m procMemory
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch name {
-		case "VmRSS":
-			dst = &m.RSS
-		case "VmHWM":
-			dst = &m.HWM
-		case "RssAnon":
-			dst = &m.Anon
-		case "RssFile":
-			dst = &m.File
-		default:
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
-		if err != nil {
-			return procMemory{}, fmt.Errorf("parsing %s in /proc/%d/status: %w", name, pid, err)
-		}
-		*dst = kb << 10
-	}
-	if err := sc.Err(); err != nil {
-		return procMemory{}, err
-	}
-	if m.RSS == 0 {
-		return procMemory{}, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	return m, nil
-}
+var readProcMemory = procmem.Read
 
 // rssSampler reads a process's VmRSS at a fixed interval while it runs. Reading /proc costs the
 // sampled process nothing.
